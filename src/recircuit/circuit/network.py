@@ -1,0 +1,212 @@
+"""The leaky E/I rate network.
+
+Dynamics (one step of length dt, a = dt/tau, rates h, input u):
+
+    h_t = (1 - a) h_{t-1} + a phi(W_rec h_{t-1} + W_in u_t + b [+ drive noise]) [+ state noise]
+    y_t = W_out h_t + b_out
+
+Dale's law holds by construction: sign-constrained matrices are stored as unconstrained parameters and used as
+``|raw| * column_sign``, so no optimizer step can flip a sign. The readout reads excitatory units only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recircuit.spec import CircuitSpec
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "sigmoid": torch.sigmoid,
+    "softplus": F.softplus,
+    "relu": torch.relu,
+    "tanh": torch.tanh,
+}
+
+
+@dataclass(frozen=True)
+class Noise:
+    """Pre-drawn noise for a whole run (already scaled per step); None where that noise is off."""
+
+    recurrent: torch.Tensor | None  # (time, batch, units)
+    input: torch.Tensor | None  # (batch, time, n_inputs)
+
+
+def circuit_step(
+    rates: torch.Tensor,
+    drive: torch.Tensor,
+    recurrent_t: torch.Tensor,
+    alpha: float,
+    phi: Callable[[torch.Tensor], torch.Tensor],
+    noise: torch.Tensor | None,
+    noise_on_drive: bool,
+) -> torch.Tensor:
+    """One Euler step of the rate dynamics.
+
+    rates (batch, units) at t-1; drive = W_in u_t + b (batch, units); recurrent_t = W_rec transposed (pre, post);
+    noise (batch, units) already scaled by sd*sqrt(dt/tau), added to the drive or to the new state.
+    """
+    current = torch.addmm(drive, rates, recurrent_t)
+    if noise is not None and noise_on_drive:
+        current = current + noise
+    new_rates = torch.lerp(rates, phi(current), alpha)
+    if noise is not None and not noise_on_drive:
+        new_rates = new_rates + noise
+    return new_rates
+
+
+def balanced_dale_matrix(
+    n_exc: int, n_inh: int, spectral_radius: float, zero_diagonal: bool, generator: torch.Generator
+) -> torch.Tensor:
+    """Non-negative magnitudes whose signed matrix (E columns +, I columns -) has zero row sums and the given radius.
+
+    Zero row sums (each unit's E input equals its I input) remove the outlier eigenvalue that an unbalanced
+    Dale matrix has, so the spectral radius is set by the bulk.
+    """
+    n = n_exc + n_inh
+    magnitude = torch.randn(n, n, generator=generator, dtype=torch.float64).abs()
+    if zero_diagonal:
+        magnitude.fill_diagonal_(0.0)
+    exc_sum = magnitude[:, :n_exc].sum(1, keepdim=True)
+    inh_sum = magnitude[:, n_exc:].sum(1, keepdim=True).clamp_min(1e-12)
+    magnitude[:, n_exc:] *= exc_sum / inh_sum
+    signed = magnitude * torch.cat([torch.ones(n_exc), -torch.ones(n_inh)]).double()
+    radius = torch.linalg.eigvals(signed).abs().max().item()
+    return (magnitude * (spectral_radius / radius)).float()
+
+
+class EICircuit(nn.Module):
+    """Noisy leaky rate RNN with excitatory and inhibitory units (or an unconstrained control when dale is false)."""
+
+    def __init__(self, spec: CircuitSpec, n_inputs: int, n_outputs: int, input_scale: float, generator=None):
+        super().__init__()
+        net = spec.network
+        self.spec = spec
+        self.n_exc, self.n_inh = net.n_exc, net.n_inh
+        self.n_units = net.n_units
+        self.dale = net.dale
+        self.alpha = spec.alpha
+        self.phi = ACTIVATIONS[net.activation]
+        self.noise_on_drive = net.noise.placement == "drive"
+        self.n_readout = self.n_exc if self.dale else self.n_units
+        n = self.n_units
+        sign = torch.cat([torch.ones(self.n_exc), -torch.ones(self.n_inh)]) if self.dale else torch.ones(n)
+        self.register_buffer("column_sign", sign)
+        mask = torch.ones(n, n)
+        if net.zero_self_connections:
+            mask.fill_diagonal_(0.0)
+        self.register_buffer("recurrent_mask", mask)
+
+        g = generator if generator is not None else torch.Generator().manual_seed(spec.training.seed)
+        if self.dale:
+            recurrent = balanced_dale_matrix(
+                self.n_exc, self.n_inh, net.spectral_radius, net.zero_self_connections, g
+            )
+            output = torch.randn(n_outputs, self.n_readout, generator=g).abs() * (0.1 / math.sqrt(self.n_readout))
+        else:
+            recurrent = torch.randn(n, n, generator=g, dtype=torch.float64) * mask.double()
+            recurrent *= net.spectral_radius / torch.linalg.eigvals(recurrent).abs().max()
+            recurrent = recurrent.float()
+            output = torch.randn(n_outputs, self.n_readout, generator=g) * (0.1 / math.sqrt(self.n_readout))
+        input_w = torch.randn(n, n_inputs, generator=g) / (input_scale * math.sqrt(n_inputs))
+        if net.input_weights == "excitatory":
+            input_w = input_w.abs()
+        self.recurrent_raw = nn.Parameter(recurrent)
+        self.input_raw = nn.Parameter(input_w)
+        self.bias = nn.Parameter(torch.zeros(n))
+        self.output_raw = nn.Parameter(output)
+        self.output_bias = nn.Parameter(torch.zeros(n_outputs))
+        self.learned_initial_state = net.initial_state == "learned_encoder"
+        if self.learned_initial_state:
+            self.encoder = nn.Parameter(torch.randn(n, n_outputs, generator=g))
+            self.encoder_bias = nn.Parameter(torch.zeros(n))
+
+    # ------------------------------------------------------------------------------------------- effective weights
+    def recurrent_weight(self) -> torch.Tensor:
+        """W_rec (post x pre) as the dynamics use it: E columns >= 0, I columns <= 0 under Dale's law."""
+        magnitude = self.recurrent_raw.abs() if self.dale else self.recurrent_raw
+        return magnitude * self.recurrent_mask * self.column_sign
+
+    def input_weight(self) -> torch.Tensor:
+        return self.input_raw.abs() if self.spec.network.input_weights == "excitatory" else self.input_raw
+
+    def output_weight(self) -> torch.Tensor:
+        """W_out over the readout units (E units under Dale's law), non-negative under Dale's law."""
+        return self.output_raw.abs() if self.dale else self.output_raw
+
+    def effective_weights(self) -> dict[str, torch.Tensor]:
+        """The matrices the dynamics use, post x pre, detached: input, recurrent, bias, output (over all units)."""
+        with torch.no_grad():
+            output = torch.zeros(self.output_raw.shape[0], self.n_units, device=self.output_raw.device)
+            output[:, : self.n_readout] = self.output_weight()
+            return {
+                "input": self.input_weight().clone(),
+                "recurrent": self.recurrent_weight().clone(),
+                "bias": self.bias.detach().clone(),
+                "output": output,
+                "output_bias": self.output_bias.detach().clone(),
+            }
+
+    # --------------------------------------------------------------------------------------------------- dynamics
+    def noise_sd_per_step(self, scale: float = 1.0) -> tuple[float, float]:
+        """(recurrent, input) noise SD per step: sd * sqrt(dt / tau), times an optional scale."""
+        noise = self.spec.network.noise
+        root = math.sqrt(self.alpha)
+        return noise.recurrent_sd * root * scale, noise.input_sd * root * scale
+
+    def draw_noise(
+        self, batch: int, steps: int, generator: torch.Generator, scale: float = 1.0, input_scale: float | None = None
+    ) -> Noise:
+        """All the noise of one run in two calls; ``scale`` multiplies the recurrent SD (e.g. sqrt(2) offline)."""
+        device = self.recurrent_raw.device
+        rec_sd, in_sd = self.noise_sd_per_step(scale)
+        if input_scale is not None:
+            in_sd = self.noise_sd_per_step(input_scale)[1]
+        n_inputs = self.input_raw.shape[1]
+        recurrent = (
+            torch.randn(steps, batch, self.n_units, generator=generator, device=device).mul_(rec_sd)
+            if rec_sd > 0
+            else None
+        )
+        inputs = (
+            torch.randn(batch, steps, n_inputs, generator=generator, device=device).mul_(in_sd) if in_sd > 0 else None
+        )
+        return Noise(recurrent, inputs)
+
+    def initial_rates(self, initial_code: torch.Tensor) -> torch.Tensor:
+        """h0 = phi(W_enc code/|code| + b_enc) from the cell code of the start state, or zeros."""
+        if not self.learned_initial_state:
+            return torch.zeros(initial_code.shape[0], self.n_units, device=initial_code.device)
+        unit_code = initial_code / torch.linalg.vector_norm(initial_code, dim=-1, keepdim=True).clamp_min(1e-12)
+        return self.phi(torch.addmm(self.encoder_bias, unit_code, self.encoder.T))
+
+    def run(self, inputs: torch.Tensor, initial_rates: torch.Tensor, noise: Noise) -> torch.Tensor:
+        """Rates (batch, time, units) for inputs (batch, time, n_inputs) from initial rates (batch, units)."""
+        if noise.input is not None:
+            inputs = inputs + noise.input
+        drive = torch.addmm(self.bias, inputs.flatten(0, 1), self.input_weight().T).view(
+            inputs.shape[0], inputs.shape[1], self.n_units
+        )
+        recurrent_t = self.recurrent_weight().T
+        rates, history = initial_rates, []
+        step_noise = noise.recurrent.unbind(0) if noise.recurrent is not None else [None] * inputs.shape[1]
+        for drive_t, noise_t in zip(drive.unbind(1), step_noise):
+            rates = circuit_step(rates, drive_t, recurrent_t, self.alpha, self.phi, noise_t, self.noise_on_drive)
+            history.append(rates)
+        return torch.stack(history, 1)
+
+    def readout(self, rates: torch.Tensor) -> torch.Tensor:
+        """Outputs (batch, time, n_outputs) from rates (batch, time, units)."""
+        return F.linear(rates[..., : self.n_readout], self.output_weight(), self.output_bias)
+
+    def forward(
+        self, inputs: torch.Tensor, initial_code: torch.Tensor, noise: Noise
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(outputs, rates) for a batch of trials."""
+        rates = self.run(inputs, self.initial_rates(initial_code), noise)
+        return self.readout(rates), rates

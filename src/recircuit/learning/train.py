@@ -1,0 +1,186 @@
+"""Training: BPTT with Adam, resumable checkpoints, a NaN/Inf guard, and progress lines."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import xarray as xr
+
+from recircuit.circuit.io import MODEL_FILE, atomic_torch_save, build_circuit, save_model
+from recircuit.results import label, provenance, save_dataset, with_sweep_dims
+from recircuit.spec import CircuitSpec
+
+CHECKPOINT_FILE = "checkpoint.pt"
+TRAIN_FILE = "train.nc"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient became NaN or Inf."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; 'cuda' without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("training.device is 'cuda' but torch sees no CUDA device (use 'auto' or 'cpu')")
+    return torch.device(name)
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def task_loss(outputs: torch.Tensor, targets: torch.Tensor, kind: str) -> torch.Tensor:
+    """Mean squared error against the cell code, or cross-entropy against it as a distribution over cells."""
+    if kind == "mse":
+        return F.mse_loss(outputs, targets)
+    distribution = targets / targets.sum(-1, keepdim=True)
+    return -(distribution * torch.log_softmax(outputs, dim=-1)).sum(-1).mean()
+
+
+def error_variable(task_kind: str) -> tuple[str, str, str]:
+    """(variable name, long_name, units) of the decoding error of a task."""
+    if task_kind == "path_integration":
+        return "position_error", "decoded position error", "cm"
+    return "heading_error", "absolute decoded heading error", "deg"
+
+
+def train(
+    spec: CircuitSpec,
+    out_dir: str | Path,
+    *,
+    circuit: str,
+    variant: str = "default",
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Train the circuit of ``spec`` into ``out_dir`` (model.pt + train.nc); resume from a checkpoint if present."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = spec.training
+    device = resolve_device(cfg.device)
+    model, task = build_circuit(spec, device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    generator = torch.Generator(device).manual_seed(cfg.seed)
+    steps, batch, seq = cfg.steps, cfg.batch_size, spec.task.sequence_steps
+    losses = np.full(steps, np.nan, dtype=np.float64)
+    grad_norms = np.full(steps, np.nan, dtype=np.float64)
+    logged_steps: list[int] = []
+    logged_errors: list[float] = []
+    start = 0
+
+    checkpoint = out_dir / CHECKPOINT_FILE
+    if checkpoint.is_file():
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        if state["spec_json"] != spec.model_dump_json():
+            raise ValueError(
+                f"{checkpoint}: this checkpoint was made with a different spec; delete it or train into another --out"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"].cpu())
+        start = int(state["step"])
+        losses[:start] = state["loss"][:start].numpy()
+        grad_norms[:start] = state["grad_norm"][:start].numpy()
+        logged_steps, logged_errors = list(state["logged_steps"]), list(state["logged_errors"])
+        log(f"resuming {out_dir} from step {start}/{steps}")
+
+    error_name, _, error_units = error_variable(task.kind)
+    log(
+        f"training {circuit}/{variant} seed {cfg.seed}: {model.n_units} units ({model.n_exc} E, {model.n_inh} I), "
+        f"{task.kind}, {steps} steps x batch {batch} x {seq} time steps on {device_description(device)}"
+    )
+    loss_buffer = torch.zeros(steps, device=device)
+    norm_buffer = torch.zeros(steps, device=device)
+    max_norm = cfg.grad_clip_norm if cfg.grad_clip_norm > 0 else float("inf")
+    started, last_time, last_step = time.perf_counter(), time.perf_counter(), start
+
+    def check_finite(upto: int) -> None:
+        seen = slice(last_step, upto)
+        losses[seen] = loss_buffer[seen].double().cpu().numpy()
+        grad_norms[seen] = norm_buffer[seen].double().cpu().numpy()
+        bad = ~np.isfinite(losses[seen]) | ~np.isfinite(grad_norms[seen])
+        if bad.any():
+            first = last_step + int(np.argmax(bad))
+            raise TrainingDiverged(
+                f"{circuit}/{variant} seed {cfg.seed}: loss or gradient became non-finite at step {first + 1} "
+                f"(loss {losses[first]}, gradient norm {grad_norms[first]}); lower training.learning_rate or set "
+                "training.grad_clip_norm. No model was saved."
+            )
+
+    for step in range(start, steps):
+        trials = task.sample(batch, seq, generator)
+        noise = model.draw_noise(batch, seq, generator)
+        outputs, _ = model(trials.inputs, trials.initial_code, noise)
+        loss = task_loss(outputs, trials.targets, cfg.loss)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        loss_buffer[step] = loss.detach()
+        norm_buffer[step] = norm.detach()
+        if torch.isfinite(norm):  # a non-finite step is never applied; check_finite reports it
+            optimizer.step()
+        done = step + 1
+        if done % cfg.log_every_steps == 0 or done == steps:
+            check_finite(done)
+            with torch.no_grad():
+                error = task.error(task.decode(outputs), trials.states).mean().item()
+            now = time.perf_counter()
+            rate = (done - last_step) / max(now - last_time, 1e-9)
+            last_time, last_step = now, done
+            logged_steps.append(done)
+            logged_errors.append(error)
+            log(f"step {done:>6}/{steps}  loss {losses[step]:.4e}  error {error:7.2f} {error_units}  {rate:6.1f} steps/s")
+        if done % cfg.checkpoint_every_steps == 0 and done < steps:
+            check_finite(done)
+            last_step = done
+            atomic_torch_save(
+                {
+                    "spec_json": spec.model_dump_json(),
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "generator": generator.get_state(),
+                    "step": done,
+                    "loss": torch.from_numpy(losses),
+                    "grad_norm": torch.from_numpy(grad_norms),
+                    "logged_steps": logged_steps,
+                    "logged_errors": logged_errors,
+                },
+                checkpoint,
+            )
+    check_finite(steps)
+    wall = time.perf_counter() - started
+
+    meta = {"circuit": circuit, "variant": variant, "seed": cfg.seed, "steps_trained": steps}
+    ds = xr.Dataset(
+        {
+            "loss": label(xr.DataArray(losses, dims="step"), f"training loss ({cfg.loss})", "1"),
+            "grad_norm": label(xr.DataArray(grad_norms, dims="step"), "gradient norm before clipping", "1"),
+            error_name: label(
+                xr.DataArray(np.asarray(logged_errors), dims="logged_step"),
+                f"{error_variable(task.kind)[1]} on the training batch",
+                error_units,
+            ),
+        },
+        coords={
+            "step": label(xr.DataArray(np.arange(1, steps + 1), dims="step"), "optimizer step", "1"),
+            "logged_step": label(xr.DataArray(np.asarray(logged_steps), dims="logged_step"), "optimizer step", "1"),
+        },
+        attrs={
+            **provenance(spec, circuit=circuit, variant=variant, seed=cfg.seed, device=device_description(device)),
+            "wall_time_s": wall,
+            "resumed_from_step": start,
+        },
+    )
+    save_dataset(with_sweep_dims(ds, circuit=circuit, variant=variant, seed=cfg.seed), out_dir / TRAIN_FILE)
+    save_model(out_dir / MODEL_FILE, model, **meta)  # written last: its presence means the run is complete
+    checkpoint.unlink(missing_ok=True)
+    log(f"saved {out_dir / MODEL_FILE} and {out_dir / TRAIN_FILE} ({wall:.1f} s)")
+    return out_dir / MODEL_FILE

@@ -1,0 +1,342 @@
+"""The circuit spec: one typed, validated description of a circuit (task, network, training, evaluation).
+
+A spec is a YAML file validated by the pydantic models below (`extra="forbid"`, units in field names).
+`load_spec(path, overrides)` applies dotted overrides (a *variant*, or `--set` on the command line) and reports
+every problem at once as ``file:line: dotted.key: message``.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.error import YAMLError
+
+SCHEMA_VERSION = 1
+
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+# ----------------------------------------------------------------------------------------------------------- task
+class PlaceCells(StrictModel):
+    """Softmax-Gaussian place-cell code (Sorscher et al. 2019)."""
+
+    n_cells: PositiveInt = Field(512, description="number of place cells (network outputs)")
+    width_m: PositiveFloat = Field(0.2, description="Gaussian tuning width sigma of each cell, metres")
+    layout_seed: NonNegativeInt = Field(0, description="seed of the uniform random cell centres (fixed per circuit)")
+
+
+class HeadDirectionCells(StrictModel):
+    """Von Mises head-direction cell code with peak 1 and kappa = 1/width^2."""
+
+    n_cells: PositiveInt = Field(512, description="number of head-direction cells (network outputs)")
+    width_rad: PositiveFloat = Field(math.pi / 6, description="tuning width sigma; kappa = 1/sigma^2, radians")
+
+
+class InputGain(StrictModel):
+    """Input-scale variability: each trial's self-motion input is multiplied by g ~ U(1-eps, 1+eps)."""
+
+    epsilon: Annotated[float, Field(ge=0, lt=1)] = Field(0.0, description="gain spread; 0 = no variability")
+    segments: PositiveInt = Field(1, description="independent gains per trial, over equal time segments")
+
+
+class PathIntegrationTask(StrictModel):
+    """2-D path integration in a square arena (Sorscher motion model), input = displacement per step."""
+
+    kind: Literal["path_integration"] = "path_integration"
+    arena_m: PositiveFloat = Field(2.2, description="side of the square arena centred at 0, metres")
+    dt_s: PositiveFloat = Field(0.02, description="time step of the trajectory and of the network, seconds")
+    sequence_steps: PositiveInt = Field(100, description="time steps per training trajectory")
+    speed_scale_m_per_s: PositiveFloat = Field(
+        0.26 * math.pi, description="Rayleigh scale b of the forward speed (mean b*sqrt(pi/2)), m/s"
+    )
+    turn_sd_rad_per_s: NonNegativeFloat = Field(11.52, description="SD of the random turn rate, rad/s")
+    border_region_m: NonNegativeFloat = Field(0.03, description="wall-avoidance distance, metres")
+    drift_to_center: Fraction = Field(
+        0.0, description="fraction of the offset to the centre added to each step (biased occupancy)"
+    )
+    input_gain: InputGain = InputGain()
+    place_cells: PlaceCells = PlaceCells()
+    decode_top_k: PositiveInt = Field(3, description="decoder: mean centre of the k most active outputs")
+
+
+class HeadDirectionTask(StrictModel):
+    """Head-direction integration on the ring, input = heading increment per step."""
+
+    kind: Literal["head_direction"] = "head_direction"
+    dt_s: PositiveFloat = Field(0.02, description="time step of the trajectory and of the network, seconds")
+    sequence_steps: PositiveInt = Field(100, description="time steps per training trajectory")
+    turn_model: Literal["iid", "ar1"] = Field(
+        "iid", description="iid: Krishna et al. turns; ar1: Cueva et al. autoregressive angular velocity"
+    )
+    turn_sd_rad_per_s: NonNegativeFloat = Field(11.52, description="iid model: SD of the turn rate, rad/s")
+    ar1_momentum: Annotated[float, Field(ge=0, lt=1)] = Field(0.8, description="ar1 model: momentum per step")
+    ar1_step_sd_rad: NonNegativeFloat = Field(0.03, description="ar1 model: innovation SD per step, radians")
+    turn_bias: Literal["none", "counter_clockwise"] = Field(
+        "none", description="counter_clockwise: every turn is |turn| (the biased variant)"
+    )
+    input_gain: InputGain = InputGain()
+    hd_cells: HeadDirectionCells = HeadDirectionCells()
+    decode_top_k: PositiveInt = Field(3, description="decoder: circular mean of the k most active outputs")
+
+
+TaskSpec = Annotated[PathIntegrationTask | HeadDirectionTask, Field(discriminator="kind")]
+
+
+# -------------------------------------------------------------------------------------------------------- network
+class NoiseSpec(StrictModel):
+    """Zero-mean Gaussian noise; the per-step SD is ``sd * sqrt(dt / tau)`` (Brownian scaling)."""
+
+    recurrent_sd: NonNegativeFloat = Field(
+        0.01, description="recurrent noise SD accumulated over one time constant tau (0 = noise-free)"
+    )
+    input_sd: NonNegativeFloat = Field(0.0, description="input noise SD per sqrt(tau), in input units")
+    placement: Literal["state", "drive"] = Field(
+        "state", description="state: added to the rate after the nonlinearity (Krishna et al.); drive: before it"
+    )
+
+
+class NetworkSpec(StrictModel):
+    """Leaky rate network h <- (1-a) h + a phi(W h + W_in u + b) + noise, with a = dt/tau."""
+
+    n_exc: PositiveInt = Field(410, description="excitatory units")
+    n_inh: NonNegativeInt = Field(102, description="inhibitory units")
+    dale: bool = Field(True, description="sign-constrained E/I weights; false = unconstrained control RNN")
+    activation: Literal["sigmoid", "softplus", "relu", "tanh"] = Field(
+        "sigmoid", description="rate nonlinearity phi; sigmoid converts best to spiking neurons"
+    )
+    tau_ms: PositiveFloat = Field(100.0, description="time constant of the rate units, ms")
+    spectral_radius: PositiveFloat = Field(1.5, description="spectral radius of the initial recurrent matrix")
+    input_weights: Literal["free", "excitatory"] = Field(
+        "free", description="sign of the input weights: free, or non-negative"
+    )
+    zero_self_connections: bool = Field(True, description="no autapses")
+    initial_state: Literal["learned_encoder", "zeros"] = Field(
+        "learned_encoder", description="h0 = phi(W_enc code(s0) + b_enc), or zeros"
+    )
+    noise: NoiseSpec = NoiseSpec()
+
+    @property
+    def n_units(self) -> int:
+        return self.n_exc + self.n_inh
+
+    @model_validator(mode="after")
+    def _dale_needs_inhibition(self) -> NetworkSpec:
+        if self.dale and self.n_inh == 0:
+            raise ValueError("n_inh must be > 0 when dale is true (an E-only recurrent circuit cannot balance)")
+        return self
+
+
+# ------------------------------------------------------------------------------------------------------- training
+class TrainingSpec(StrictModel):
+    steps: PositiveInt = Field(2500, description="optimizer steps (batches)")
+    batch_size: PositiveInt = Field(200, description="trajectories per batch")
+    rule: Literal["bptt"] = Field("bptt", description="credit-assignment rule")
+    seed: NonNegativeInt = Field(0, description="seed of initialisation, trajectories and noise")
+    learning_rate: PositiveFloat = Field(1e-3, description="Adam learning rate")
+    weight_decay: NonNegativeFloat = Field(0.0, description="Adam (L2) weight decay")
+    grad_clip_norm: NonNegativeFloat = Field(0.0, description="global gradient-norm clip; 0 = off")
+    loss: Literal["mse", "cross_entropy"] = Field("mse", description="loss of the outputs against the cell code")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available")
+    log_every_steps: PositiveInt = Field(50, description="progress line every N steps")
+    checkpoint_every_steps: PositiveInt = Field(250, description="resumable checkpoint every N steps")
+
+
+class EvaluationSpec(StrictModel):
+    n_trials: PositiveInt = Field(200, description="held-out waking trajectories")
+    seed: NonNegativeInt = Field(10_000, description="seed of the held-out trajectories (fixed)")
+    sequence_steps: PositiveInt | None = Field(None, description="steps per trajectory; null = as in training")
+    n_trials_with_rates: NonNegativeInt = Field(20, description="trials whose hidden rates are saved")
+
+
+class CircuitSpec(StrictModel):
+    """A whole circuit: what it does (task), what it is (network), how it learns, how it is evaluated."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    description: str = ""
+    task: TaskSpec
+    network: NetworkSpec = NetworkSpec()
+    training: TrainingSpec = TrainingSpec()
+    evaluation: EvaluationSpec = EvaluationSpec()
+
+    @model_validator(mode="after")
+    def _time_step_fits(self) -> CircuitSpec:
+        alpha = 1000.0 * self.task.dt_s / self.network.tau_ms
+        if alpha > 1.0:
+            raise ValueError(
+                f"task.dt_s ({self.task.dt_s} s) must not exceed network.tau_ms ({self.network.tau_ms} ms): dt/tau > 1"
+            )
+        return self
+
+    @property
+    def alpha(self) -> float:
+        """dt / tau of the network (dimensionless)."""
+        return 1000.0 * self.task.dt_s / self.network.tau_ms
+
+    @property
+    def n_outputs(self) -> int:
+        cells = self.task.place_cells if self.task.kind == "path_integration" else self.task.hd_cells
+        return cells.n_cells
+
+    @property
+    def n_inputs(self) -> int:
+        return 2 if self.task.kind == "path_integration" else 1
+
+
+# --------------------------------------------------------------------------------------------------------- errors
+class SpecError(Exception):
+    """Every problem found in one spec, formatted one per line as ``file:line: dotted.key: message``."""
+
+    def __init__(self, problems: Sequence[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+def _yaml() -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    return yaml
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split ``a.b.c=value`` into the dotted key and the YAML-typed value."""
+    if "=" not in text:
+        raise ValueError(f"override {text!r} must look like dotted.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ValueError(f"override {text!r} has an empty key")
+    try:
+        value = YAML(typ="safe").load(raw) if raw.strip() else None
+    except YAMLError as exc:
+        raise ValueError(f"override {text!r}: value is not valid YAML ({exc.problem})") from exc
+    return key, value
+
+
+def _set_dotted(doc: CommentedMap, key: str, value: Any) -> None:
+    node: Any = doc
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part) if isinstance(node, Mapping) else None
+        if child is None:
+            child = CommentedMap()
+            node[part] = child
+        elif not isinstance(child, Mapping):
+            raise ValueError(f"{'.'.join(parts[: i + 1])} is not a section, so {key} cannot be set")
+        node = child
+    node[parts[-1]] = value
+
+
+def _line_of(doc: Any, loc: Sequence[Any]) -> int | None:
+    """1-based line of the deepest key of ``loc`` that exists in the ruamel document."""
+    node, line = doc, None
+    for part in loc:
+        if isinstance(node, CommentedMap) and part in node:
+            try:
+                line = node.lc.key(part)[0] + 1
+            except (KeyError, TypeError, AttributeError):
+                pass
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        # else: a discriminator tag (task kind) or a missing key: keep the line of the parent
+    return line
+
+
+def _dotted(loc: Sequence[Any], doc: Any) -> str:
+    """Dotted key of a pydantic error location, without discriminator tags."""
+    parts, node = [], doc
+    for part in loc:
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+            parts.append(str(part))
+        elif isinstance(node, Mapping) and part in ("path_integration", "head_direction"):
+            continue
+        else:
+            parts.append(str(part))
+            node = None
+    return ".".join(parts) or "(root)"
+
+
+def load_spec(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] = ()) -> CircuitSpec:
+    """Read a circuit spec from YAML, apply dotted overrides, validate; raise SpecError listing every problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError([f"{path}: file not found"])
+    try:
+        doc = _yaml().load(path.read_text())
+    except YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f"{mark.line + 1}" if mark is not None else "?"
+        raise SpecError([f"{path}:{line}: (yaml): {getattr(exc, 'problem', None) or exc}"]) from exc
+    if doc is None:
+        doc = CommentedMap()
+    if not isinstance(doc, CommentedMap):
+        raise SpecError([f"{path}:1: (root): a circuit spec must be a mapping of sections (task, network, ...)"])
+
+    problems: list[str] = []
+    pairs = list(overrides.items()) if isinstance(overrides, Mapping) else []
+    if not isinstance(overrides, Mapping):
+        for text in overrides:
+            try:
+                pairs.append(parse_override(text))
+            except ValueError as exc:
+                problems.append(f"--set {text}: {exc}")
+    overridden: dict[str, Any] = {}
+    for key, value in pairs:
+        try:
+            _set_dotted(doc, key, value)
+            overridden[key] = value
+        except ValueError as exc:
+            problems.append(f"--set {key}={value}: {key}: {exc}")
+    if problems:
+        raise SpecError(problems)
+
+    try:
+        return CircuitSpec.model_validate(_plain(doc))
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            dotted = _dotted(err["loc"], doc)
+            message = err["msg"].removeprefix("Value error, ")
+            source = next((k for k in overridden if dotted == k or dotted.startswith(k + ".")), None)
+            if source is not None:
+                problems.append(f"{path} (--set {source}={overridden[source]}): {dotted}: {message}")
+            else:
+                line = _line_of(doc, err["loc"])
+                problems.append(f"{path}:{line if line is not None else 1}: {dotted}: {message}")
+        raise SpecError(problems) from None
+
+
+def _plain(node: Any) -> Any:
+    """ruamel containers -> plain dicts and lists (pydantic validates those strictly)."""
+    if isinstance(node, Mapping):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
+
+
+def spec_from_json(text: str) -> CircuitSpec:
+    """The spec stored inside a model file or a dataset's attrs."""
+    return CircuitSpec.model_validate_json(text)
+
+
+def dump_spec_yaml(spec: CircuitSpec) -> str:
+    """The fully resolved spec (defaults filled in) as YAML text."""
+    buffer = io.StringIO()
+    YAML(typ="safe", pure=True).dump(spec.model_dump(mode="json"), buffer)
+    return buffer.getvalue()

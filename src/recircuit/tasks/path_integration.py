@@ -1,0 +1,88 @@
+"""2-D path integration: the Sorscher et al. (2019) motion model, vectorised over trials, with place-cell targets."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from recircuit.spec import PathIntegrationTask
+from recircuit.tasks.base import TrialBatch, sample_gains
+
+
+class PathIntegration:
+    """Agent in a square arena centred at 0; input = displacement per step (m); target = place-cell code."""
+
+    kind = "path_integration"
+    n_inputs = 2
+    state_dims = 2
+    error_units = "cm"
+    state_names = ("x", "y")
+
+    def __init__(self, spec: PathIntegrationTask, device: str | torch.device = "cpu"):
+        self.spec = spec
+        self.device = torch.device(device)
+        layout = torch.Generator().manual_seed(spec.place_cells.layout_seed)
+        half = spec.arena_m / 2
+        self.centres = ((torch.rand(spec.place_cells.n_cells, 2, generator=layout) * 2 - 1) * half).to(self.device)
+        self.n_cells = spec.place_cells.n_cells
+        mean_speed = spec.speed_scale_m_per_s * math.sqrt(math.pi / 2)
+        self.input_scale = mean_speed * spec.dt_s / math.sqrt(2)  # RMS of one displacement component, m
+
+    def trajectories(
+        self, batch_size: int, steps: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Displacements (B, T, 2) m, positions after each step (B, T, 2) m, initial positions (B, 2) m."""
+        s, dev = self.spec, self.device
+        half, dt = s.arena_m / 2, s.dt_s
+        position = (torch.rand(batch_size, 2, generator=generator, device=dev) * 2 - 1) * half
+        heading = torch.rand(batch_size, generator=generator, device=dev) * (2 * math.pi)
+        uniform = torch.rand(batch_size, steps, generator=generator, device=dev)
+        step_length = s.speed_scale_m_per_s * torch.sqrt(-2.0 * torch.log1p(-uniform)) * dt  # Rayleigh speed * dt
+        random_turn = torch.randn(batch_size, steps, generator=generator, device=dev) * (s.turn_sd_rad_per_s * dt)
+        wall_heading = torch.arange(4, device=dev, dtype=position.dtype) * (math.pi / 2)  # +x, +y, -x, -y walls
+        initial = position.clone()
+        displacements, positions = [], []
+        for length, turn in zip(step_length.unbind(1), random_turn.unbind(1)):
+            distances = torch.cat([half - position, half + position], dim=1)
+            nearest, wall = distances.min(dim=1)
+            angle_to_wall = torch.remainder(heading - wall_heading[wall] + math.pi, 2 * math.pi) - math.pi
+            near_wall = (nearest < s.border_region_m) & (angle_to_wall.abs() < math.pi / 2)
+            turn = turn + torch.where(near_wall, torch.sign(angle_to_wall) * (math.pi / 2 - angle_to_wall.abs()), 0.0)
+            length = torch.where(near_wall, 0.25 * length, length)
+            step = length[:, None] * torch.stack([torch.cos(heading), torch.sin(heading)], dim=1)
+            if s.drift_to_center > 0:
+                step = step - s.drift_to_center * position
+            position = position + step
+            heading = heading + turn
+            displacements.append(step)
+            positions.append(position)
+        return torch.stack(displacements, 1), torch.stack(positions, 1), initial
+
+    def sample(self, batch_size: int, steps: int, generator: torch.Generator) -> TrialBatch:
+        displacements, positions, initial = self.trajectories(batch_size, steps, generator)
+        gains = sample_gains(
+            batch_size, steps, self.spec.input_gain.epsilon, self.spec.input_gain.segments, generator, self.device
+        )
+        return TrialBatch(
+            inputs=displacements * gains[..., None],
+            targets=self.encode(positions),
+            states=positions,
+            initial_state=initial,
+            initial_code=self.encode(initial),
+            gains=gains,
+        )
+
+    def encode(self, positions: torch.Tensor) -> torch.Tensor:
+        """Place-cell code softmax(-|x - c|^2 / (2 w^2)) over cells, shape (..., n_cells)."""
+        squared = ((positions[..., None, :] - self.centres) ** 2).sum(-1)
+        return torch.softmax(-squared / (2 * self.spec.place_cells.width_m**2), dim=-1)
+
+    def decode(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Position (m): mean centre of the k most active outputs."""
+        top = outputs.topk(self.spec.decode_top_k, dim=-1).indices
+        return self.centres[top].mean(dim=-2)
+
+    def error(self, decoded: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+        """Euclidean decoding error, cm."""
+        return 100.0 * torch.linalg.vector_norm(decoded - true, dim=-1)
