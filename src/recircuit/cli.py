@@ -6,11 +6,16 @@ Exit codes: 0 success, 2 bad input (spec, config, missing file), 1 a run that fa
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from recircuit.spec import CircuitSpec, SpecError, load_spec
+
+
+# Each module defines add_commands(subparsers): its subcommands, each with set_defaults(func=...) returning an int.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 class UsageError(Exception):
@@ -172,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report-times", help="per-rule wall times from Snakemake benchmark files")
     p.add_argument("benchmarks", type=Path, nargs="?", default=Path("results/benchmarks"))
     p.set_defaults(func=cmd_report_times)
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_commands(sub)
     return parser
 
 

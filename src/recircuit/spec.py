@@ -13,22 +13,24 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import YAMLError
 
+from recircuit.spec_sections.base import (  # noqa: E402
+    Fraction,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    StrictModel,
+)
+from recircuit.spec_sections.curvature import CurvatureSpec  # noqa: E402
+from recircuit.spec_sections.reactivation import ReactivationSpec  # noqa: E402
+from recircuit.spec_sections.spiking import SpikingSpec  # noqa: E402
+
 SCHEMA_VERSION = 1
-
-PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-PositiveInt = Annotated[int, Field(gt=0)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
-Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
 # ----------------------------------------------------------------------------------------------------------- task
@@ -145,7 +147,13 @@ class NetworkSpec(StrictModel):
 class TrainingSpec(StrictModel):
     steps: PositiveInt = Field(2500, description="optimizer steps (batches)")
     batch_size: PositiveInt = Field(200, description="trajectories per batch")
-    rule: Literal["bptt"] = Field("bptt", description="credit-assignment rule")
+    rule: Literal["bptt", "tbptt", "eprop", "rflo"] = Field(
+        "bptt", description="credit-assignment rule (only the backward pass differs between rules)"
+    )
+    tbptt_window_steps: PositiveInt = Field(10, description="tbptt: time steps between full-state cuts")
+    n_train_trajectories: PositiveInt | None = Field(
+        None, description="finite training set of K fixed trajectories; null = fresh trajectories every batch"
+    )
     seed: NonNegativeInt = Field(0, description="seed of initialisation, trajectories and noise")
     learning_rate: PositiveFloat = Field(1e-3, description="Adam learning rate")
     weight_decay: NonNegativeFloat = Field(0.0, description="Adam (L2) weight decay")
@@ -172,6 +180,9 @@ class CircuitSpec(StrictModel):
     network: NetworkSpec = NetworkSpec()
     training: TrainingSpec = TrainingSpec()
     evaluation: EvaluationSpec = EvaluationSpec()
+    reactivation: ReactivationSpec = ReactivationSpec()
+    spiking: SpikingSpec = SpikingSpec()
+    curvature: CurvatureSpec = CurvatureSpec()
 
     @model_validator(mode="after")
     def _time_step_fits(self) -> CircuitSpec:

@@ -60,8 +60,12 @@ def train(
     circuit: str,
     variant: str = "default",
     log: Callable[[str], None] = print,
+    on_step: Callable[[int, torch.nn.Module], None] | None = None,
 ) -> Path:
-    """Train the circuit of ``spec`` into ``out_dir`` (model.pt + train.nc); resume from a checkpoint if present."""
+    """Train the circuit of ``spec`` into ``out_dir`` (model.pt + train.nc); resume from a checkpoint if present.
+
+    ``on_step(step, model)`` is called after every optimizer step (tests use it to check Dale's signs).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = spec.training
@@ -128,6 +132,8 @@ def train(
         if torch.isfinite(norm):  # a non-finite step is never applied; check_finite reports it
             optimizer.step()
         done = step + 1
+        if on_step is not None:
+            on_step(done, model)
         if done % cfg.log_every_steps == 0 or done == steps:
             check_finite(done)
             with torch.no_grad():

@@ -1,0 +1,1 @@
+"""Analyses of trained circuits: offline reactivation, curvature and generalization."""

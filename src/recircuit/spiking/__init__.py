@@ -1,0 +1,1 @@
+"""The spiking twin: rate -> LIF conversion and the Brian2 network."""
