@@ -122,7 +122,10 @@ def combine(datasets: Sequence[xr.Dataset]) -> xr.Dataset:
         key = "/".join(str(ds.attrs.get(k, "?")) for k in SWEEP_DIMS)
         if "spec_json" in ds.attrs:
             specs[key] = json.loads(ds.attrs["spec_json"])
-    combined = xr.combine_by_coords(list(datasets), combine_attrs="drop_conflicts", join="outer")
+    combined = xr.combine_by_coords(
+        list(datasets), compat="no_conflicts", data_vars="all", coords="different", join="outer",
+        combine_attrs="drop_conflicts",
+    )
     for key in ("circuit", "variant", "seed", "spec_json", "created", "device"):
         combined.attrs.pop(key, None)
     combined.attrs["specs_json"] = json.dumps(specs, sort_keys=True)

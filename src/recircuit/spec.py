@@ -323,7 +323,10 @@ def load_spec(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] = (
         for err in exc.errors(include_url=False):
             dotted = _dotted(err["loc"], doc)
             message = err["msg"].removeprefix("Value error, ")
-            source = next((k for k in overridden if dotted == k or dotted.startswith(k + ".")), None)
+            source = next(
+                (k for k in overridden if dotted == k or dotted.startswith(k + ".") or k.startswith(dotted + ".")),
+                None,
+            )
             if source is not None:
                 problems.append(f"{path} (--set {source}={overridden[source]}): {dotted}: {message}")
             else:

@@ -56,10 +56,12 @@ def evaluate(run_dir: str | Path, out: str | Path | None = None, device: str = "
         **state_variables(task.kind, "true", trials.states.cpu().numpy(), "true"),
         **state_variables(task.kind, "decoded", decoded.cpu().numpy(), "decoded"),
         error_name: label(xr.DataArray(error, dims=("trial", "time")), error_long, error_units),
-        "input": label(
-            xr.DataArray(trials.inputs.cpu().numpy(), dims=("trial", "time", "input_dim")),
-            "self-motion input per step (gain applied)",
-            "m" if task.kind == "path_integration" else "rad",
+        **(
+            {"displacement": label(xr.DataArray(trials.inputs.cpu().numpy(), dims=("trial", "time", "space")),
+                                   "self-motion input: displacement per step (gain applied)", "m")}
+            if task.kind == "path_integration"
+            else {"heading_increment": label(xr.DataArray(trials.inputs[..., 0].cpu().numpy(), dims=("trial", "time")),
+                                             "self-motion input: heading increment per step (gain applied)", "rad")}
         ),
         "rates": label(
             xr.DataArray(rates[:n_rates].cpu().numpy(), dims=("rate_trial", "time", "unit")),
@@ -71,7 +73,6 @@ def evaluate(run_dir: str | Path, out: str | Path | None = None, device: str = "
         "trial": label(xr.DataArray(np.arange(ev.n_trials), dims="trial"), "held-out trial", "1"),
         "time": label(xr.DataArray((np.arange(steps) + 1) * dt, dims="time"), "time since trial start", "s"),
         "rate_trial": label(xr.DataArray(np.arange(n_rates), dims="rate_trial"), "trial with saved rates", "1"),
-        "input_dim": label(xr.DataArray(list(task.state_names), dims="input_dim"), "input component", "1"),
         **unit_coords(model.n_exc, model.n_inh, model.dale),
     }
     if task.kind == "path_integration":

@@ -1,4 +1,6 @@
-"""Training: BPTT with Adam, resumable checkpoints, a NaN/Inf guard, and progress lines."""
+"""Training: Adam with a credit-assignment rule (bptt, tbptt, eprop, rflo), resumable checkpoints, a NaN/Inf guard,
+and progress lines; trajectories fresh every batch or drawn from a finite training set (training.n_train_trajectories).
+"""
 
 from __future__ import annotations
 
@@ -12,11 +14,14 @@ import torch.nn.functional as F
 import xarray as xr
 
 from recircuit.circuit.io import MODEL_FILE, atomic_torch_save, build_circuit, save_model
+from recircuit.learning.rules import make_rule
 from recircuit.results import label, provenance, save_dataset, with_sweep_dims
 from recircuit.spec import CircuitSpec
+from recircuit.tasks import TrialBatch, make_task
 
 CHECKPOINT_FILE = "checkpoint.pt"
 TRAIN_FILE = "train.nc"
+TRAIN_SET_SEED = 1_000_000  # the finite training set is drawn from a CPU generator seeded TRAIN_SET_SEED + seed
 
 
 class TrainingDiverged(RuntimeError):
@@ -53,6 +58,26 @@ def error_variable(task_kind: str) -> tuple[str, str, str]:
     return "heading_error", "absolute decoded heading error", "deg"
 
 
+def select_trials(trials: TrialBatch, index: torch.Tensor) -> TrialBatch:
+    """The trials of ``trials`` at ``index`` (a 1-D index tensor over the batch)."""
+    return TrialBatch(**{name: getattr(trials, name)[index] for name in TrialBatch.__dataclass_fields__})
+
+
+def training_set(spec: CircuitSpec, n_trials: int | None = None, device: str | torch.device = "cpu") -> TrialBatch:
+    """The finite training set: ``n_trials`` (default training.n_train_trajectories) fixed trajectories.
+
+    Drawn once, as one batch of task.sequence_steps steps, on the CPU (so identical on every device) from its own
+    generator seeded TRAIN_SET_SEED + training.seed; then moved to ``device``. Training samples its batches from it
+    (fresh noise every batch).
+    """
+    n = n_trials if n_trials is not None else spec.training.n_train_trajectories
+    if n is None:
+        raise ValueError("training.n_train_trajectories is null: there is no finite training set")
+    generator = torch.Generator().manual_seed(TRAIN_SET_SEED + spec.training.seed)
+    trials = make_task(spec.task, "cpu").sample(n, spec.task.sequence_steps, generator)
+    return TrialBatch(**{name: getattr(trials, name).to(device) for name in TrialBatch.__dataclass_fields__})
+
+
 def train(
     spec: CircuitSpec,
     out_dir: str | Path,
@@ -74,6 +99,8 @@ def train(
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     generator = torch.Generator(device).manual_seed(cfg.seed)
     steps, batch, seq = cfg.steps, cfg.batch_size, spec.task.sequence_steps
+    rule = make_rule(spec, model.n_units, task.n_cells, device)
+    train_set = training_set(spec, device=device) if cfg.n_train_trajectories is not None else None
     losses = np.full(steps, np.nan, dtype=np.float64)
     grad_norms = np.full(steps, np.nan, dtype=np.float64)
     logged_steps: list[int] = []
@@ -99,7 +126,9 @@ def train(
     error_name, _, error_units = error_variable(task.kind)
     log(
         f"training {circuit}/{variant} seed {cfg.seed}: {model.n_units} units ({model.n_exc} E, {model.n_inh} I), "
-        f"{task.kind}, {steps} steps x batch {batch} x {seq} time steps on {device_description(device)}"
+        f"{task.kind}, {steps} steps x batch {batch} x {seq} time steps on {device_description(device)}, "
+        f"rule {cfg.rule}"
+        + (f", finite training set of {cfg.n_train_trajectories} trajectories" if train_set is not None else "")
     )
     loss_buffer = torch.zeros(steps, device=device)
     norm_buffer = torch.zeros(steps, device=device)
@@ -120,9 +149,18 @@ def train(
             )
 
     for step in range(start, steps):
-        trials = task.sample(batch, seq, generator)
+        if train_set is None:
+            trials = task.sample(batch, seq, generator)
+        else:  # without replacement within a batch; with replacement when the set is smaller than a batch
+            k = cfg.n_train_trajectories
+            index = (
+                torch.randperm(k, generator=generator, device=device)[:batch]
+                if batch <= k
+                else torch.randint(k, (batch,), generator=generator, device=device)
+            )
+            trials = select_trials(train_set, index)
         noise = model.draw_noise(batch, seq, generator)
-        outputs, _ = model(trials.inputs, trials.initial_code, noise)
+        outputs, _ = model(trials.inputs, trials.initial_code, noise, rule=rule)
         loss = task_loss(outputs, trials.targets, cfg.loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -167,7 +205,7 @@ def train(
     meta = {"circuit": circuit, "variant": variant, "seed": cfg.seed, "steps_trained": steps}
     ds = xr.Dataset(
         {
-            "loss": label(xr.DataArray(losses, dims="step"), f"training loss ({cfg.loss})", "1"),
+            "loss": label(xr.DataArray(losses, dims="step", attrs={"loss_function": cfg.loss}), "training loss", "1"),
             "grad_norm": label(xr.DataArray(grad_norms, dims="step"), "gradient norm before clipping", "1"),
             error_name: label(
                 xr.DataArray(np.asarray(logged_errors), dims="logged_step"),

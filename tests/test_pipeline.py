@@ -1,0 +1,175 @@
+"""The Snakemake workflow: dry runs of the shipped configs, one tiny real run checked dataset by dataset,
+re-run is a no-op, bad config keys are rejected, a killed training job resumes, and the cluster path."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from recircuit.sweep import config_schema_json
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def workflow_copy(tmp_path: Path) -> Path:
+    """A private copy of the workflow (Snakefile, workflows/, circuits/) so runs never touch the repo."""
+    work = tmp_path / "wf"
+    work.mkdir()
+    shutil.copy(ROOT / "Snakefile", work)
+    shutil.copytree(ROOT / "workflows", work / "workflows")
+    shutil.copytree(ROOT / "circuits", work / "circuits")
+    return work
+
+
+def snakemake(work: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [*SNAKEMAKE, *args], cwd=work, capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def test_config_schema_is_in_sync_with_the_models():
+    committed = (ROOT / "workflows/schemas/config.schema.json").read_text()
+    assert committed == config_schema_json(), "run: recircuit schema --write workflows/schemas/config.schema.json"
+
+
+@pytest.mark.parametrize("config", ["quick", "paper", "tiny"])
+def test_dry_run_of_each_shipped_config(tmp_path, config):
+    work = workflow_copy(tmp_path)
+    args = ["-n", "--cores", "2"] if config == "quick" else ["-n", "--cores", "2", "--configfile", f"workflows/config/{config}.yaml"]
+    result = snakemake(work, *args, "--quiet", "rules")
+    assert result.returncode == 0, result.stderr
+    assert "train" in result.stdout + result.stderr
+
+
+def test_bad_config_key_is_rejected_naming_the_key(tmp_path):
+    work = workflow_copy(tmp_path)
+    bad = (work / "workflows/config/tiny.yaml").read_text().replace("seeds: [0]", "seeds: [0]\nseedz: [1]")
+    (work / "bad.yaml").write_text(bad)
+    result = snakemake(work, "-n", "--cores", "1", "--configfile", "bad.yaml")
+    assert result.returncode != 0
+    assert "seedz" in result.stderr + result.stdout
+
+
+def test_bad_spec_override_in_a_variant_is_rejected_naming_file_and_key(tmp_path):
+    work = workflow_copy(tmp_path)
+    bad = (work / "workflows/config/tiny.yaml").read_text().replace(
+        "network.noise.recurrent_sd: 0.0", "network.noise.recurent_sd: 0.0"
+    )
+    (work / "bad.yaml").write_text(bad)
+    result = snakemake(work, "-n", "--cores", "1", "--configfile", "bad.yaml")
+    assert result.returncode != 0
+    assert "network.noise.recurent_sd" in result.stderr + result.stdout
+    assert "circuits/path_integration.yaml" in result.stderr + result.stdout
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    work = workflow_copy(tmp_path_factory.mktemp("tiny"))
+    result = snakemake(work, "--cores", "2", "--configfile", "workflows/config/tiny.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return work
+
+
+@pytest.mark.slow
+def test_tiny_run_writes_labelled_finite_datasets(tiny_run):
+    results = tiny_run / "results"
+    training = xr.open_dataset(results / "summary/training.nc", engine="h5netcdf")
+    assert set(training.circuit.values) == {"path_integration", "head_direction"}
+    assert set(training.variant.values) == {"noisy", "noise_free"}
+    assert list(training.seed.values) == [0]
+    assert training.sizes["step"] == 12
+    loss = training["loss"].sel(circuit="path_integration", variant="noisy", seed=0)
+    assert np.isfinite(loss).all()
+    assert training.attrs["schema_version"] == 1 and "specs_json" in training.attrs
+
+    waking = xr.open_dataset(results / "summary/waking.nc", engine="h5netcdf")
+    for dim in ("trial", "time", "unit", "circuit", "variant", "seed"):
+        assert dim in waking.dims
+    for name, var in {**waking.data_vars, **waking.coords}.items():
+        assert {"units", "long_name"} <= set(var.attrs), name
+    pi = waking["position_error"].sel(circuit="path_integration", variant="noisy", seed=0)
+    assert pi.sizes == {"trial": 8, "time": 10} and np.isfinite(pi).all()
+    hd = waking["heading_error"].sel(circuit="head_direction", variant="noisy", seed=0)
+    assert np.isfinite(hd).all() and float(hd.max()) <= 180.0
+
+    run = xr.open_dataset(results / "path_integration/noisy/seed0/waking.nc", engine="h5netcdf")
+    assert run.attrs["circuit"] == "path_integration" and run.attrs["variant"] == "noisy" and run.attrs["seed"] == 0
+    for key in ("spec_json", "recircuit_version", "git_commit", "device"):
+        assert run.attrs[key]
+    for name in ("training_curves", "decoded_trajectories", "error_over_time"):
+        for ext in ("png", "pdf"):
+            assert (results / "figures" / f"{name}.{ext}").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_rerun_is_a_no_op(tiny_run):
+    result = snakemake(tiny_run, "-n", "--cores", "2", "--configfile", "workflows/config/tiny.yaml")
+    assert result.returncode == 0
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_killed_training_leaves_no_complete_result_and_rerun_resumes(tmp_path):
+    work = workflow_copy(tmp_path)
+    config = (work / "workflows/config/tiny.yaml").read_text()
+    config = config.replace("training.steps: 12", "training.steps: 400").replace(
+        "training.checkpoint_every_steps: 6", "training.checkpoint_every_steps: 20"
+    )
+    config = config.replace("variants: [noisy, noise_free]", "variants: [noisy]").replace(
+        "  head_direction:\n    spec: circuits/head_direction.yaml\n    variants: [noisy]\n", ""
+    )
+    (work / "slow.yaml").write_text(config)
+    run_dir = work / "results/path_integration/noisy/seed0"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [*SNAKEMAKE, "--cores", "1", "--configfile", "slow.yaml"], cwd=work, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 240
+    while not (run_dir / "checkpoint.pt").exists():
+        assert time.time() < deadline, "no checkpoint appeared"
+        assert proc.poll() is None, "workflow ended before it could be interrupted"
+        time.sleep(0.2)
+    pids = subprocess.run(["pgrep", "-f", f"recircuit train .*{run_dir}"], capture_output=True, text=True).stdout.split()
+    assert pids, "training process not found"
+    for pid in pids:
+        os.kill(int(pid), signal.SIGKILL)
+    proc.wait(timeout=120)
+    assert proc.returncode != 0
+    assert not (run_dir / "model.pt").exists() and not (run_dir / "train.nc").exists()
+    assert (run_dir / "checkpoint.pt").exists()
+
+    result = snakemake(work, "--cores", "1", "--configfile", "slow.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (run_dir / "model.pt").exists() and (run_dir / "waking.nc").exists()
+    assert not (run_dir / "checkpoint.pt").exists()
+    log = (work / "results/logs/train/path_integration_noisy_seed0.log").read_text()
+    assert "resuming" in log
+
+
+@pytest.mark.slow
+def test_cluster_executor_runs_the_workflow(tmp_path):
+    work = workflow_copy(tmp_path)
+    shutil.copy(ROOT / "tests/cluster/submit.sh", work / "submit.sh")
+    config = (work / "workflows/config/tiny.yaml").read_text().replace(
+        "  head_direction:\n    spec: circuits/head_direction.yaml\n    variants: [noisy]\n", ""
+    )
+    (work / "cluster.yaml").write_text(config)
+    result = snakemake(
+        work, "--executor", "cluster-generic", "--cluster-generic-submit-cmd", "bash submit.sh",
+        "--jobs", "2", "--latency-wait", "30", "--configfile", "cluster.yaml",
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert (work / "results/summary/waking.nc").exists()
+    assert (work / "results/figures/training_curves.png").exists()

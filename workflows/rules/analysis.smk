@@ -1,0 +1,1 @@
+# Analyses of trained circuits (reactivation, spiking twin, curvature); filled as they land.

@@ -1,0 +1,41 @@
+# Helpers shared by the rules: the checked sweep, paths, and the --set arguments of each run.
+import os
+from recircuit.spec import load_spec
+from recircuit.sweep import SweepError, check_sweep, set_arguments
+
+try:
+    SWEEP = check_sweep(config, "sweep config", workdir=workflow.basedir)
+except SweepError as error:
+    raise WorkflowError("invalid sweep config:\n" + str(error)) from None
+
+RESULTS = SWEEP.results_dir
+TASK_KIND = {name: load_spec(entry.spec).task.kind for name, entry in SWEEP.circuits.items()}
+# One thread per job: snakemake --cores N runs N jobs side by side, faster than N threads in one job.
+THREADS_ENV = "OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
+os.environ.setdefault("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=4294967296")
+
+wildcard_constraints:
+    circuit=r"[A-Za-z0-9_]+",
+    variant=r"[A-Za-z0-9_]+",
+    seed=r"\d+",
+
+
+def run_dir(circuit, variant, seed):
+    return f"{RESULTS}/{circuit}/{variant}/seed{seed}"
+
+
+def spec_of(wildcards):
+    return SWEEP.circuits[wildcards.circuit].spec
+
+
+def run_overrides(wildcards):
+    kind = TASK_KIND[wildcards.circuit]
+    return set_arguments(SWEEP.overrides(wildcards.circuit, wildcards.variant, kind))
+
+
+def run_files(name, jobs=None):
+    return [f"{run_dir(c, v, s)}/{name}" for c, v, s in (jobs if jobs is not None else SWEEP.jobs())]
+
+
+def uses_gpu():
+    return 0 if SWEEP.device == "cpu" else 1
