@@ -15,7 +15,11 @@ from recircuit.spec import CircuitSpec, SpecError, load_spec
 
 
 # Each module defines add_commands(subparsers): its subcommands, each with set_defaults(func=...) returning an int.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "recircuit.learning.commands",
+    "recircuit.analysis.commands",
+    "recircuit.spiking.commands",
+)
 
 
 class UsageError(Exception):
@@ -111,6 +115,19 @@ def cmd_figures(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_normalization_summary(args: argparse.Namespace) -> int:
+    from recircuit.analysis.normalization import summarize, table
+    from recircuit.results import open_dataset
+
+    missing = [str(d) for d in args.run_dirs if not (d / "train.nc").is_file() or not (d / "waking.nc").is_file()]
+    if missing:
+        raise UsageError(f"run folders without train.nc and waking.nc: {', '.join(missing)}")
+    path = summarize(args.run_dirs, args.out)
+    print(table(open_dataset(path)))
+    _log(f"wrote {path}")
+    return 0
+
+
 def cmd_report_times(args: argparse.Namespace) -> int:
     from recircuit.reporting import report_times
 
@@ -173,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a Snakemake sweep config (circuits, variants, seeds, scale)")
     p.add_argument("config", type=Path)
     p.set_defaults(func=cmd_sweep_validate)
+
+    p = sub.add_parser(
+        "normalization-summary", help="the inhibitory-normalization experiment over run folders -> normalization.nc"
+    )
+    p.add_argument("run_dirs", nargs="+", type=Path, help="run folders (train.nc + waking.nc)")
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=cmd_normalization_summary)
 
     p = sub.add_parser("report-times", help="per-rule wall times from Snakemake benchmark files")
     p.add_argument("benchmarks", type=Path, nargs="?", default=Path("results/benchmarks"))

@@ -51,7 +51,7 @@ def _mean_and_spread(da: xr.DataArray, dim: str = "seed") -> tuple[np.ndarray, n
 
 def training_curves(training: xr.Dataset, out_dir: Path) -> list[Path]:
     circuits = list(training.circuit.values)
-    fig, axes = plt.subplots(2, len(circuits), figsize=(4.2 * len(circuits), 6), squeeze=False)
+    fig, axes = plt.subplots(2, len(circuits), figsize=(4.2 * len(circuits), 6), squeeze=False, layout="constrained")
     for col, circuit in enumerate(circuits):
         kind = _task_kind(training, circuit)
         error_name, units = ERROR_VARIABLES[kind]
@@ -74,11 +74,19 @@ def training_curves(training: xr.Dataset, out_dir: Path) -> list[Path]:
     return save_figure(fig, out_dir, "training_curves")
 
 
+def _break_wraps(degrees: np.ndarray) -> np.ndarray:
+    """NaN where a heading trace wraps around +-180 deg, so the line is not drawn across the plot."""
+    out = degrees.astype(float).copy()
+    out[1:][np.abs(np.diff(degrees)) > 180] = np.nan
+    return out
+
+
 def decoded_trajectories(waking: xr.Dataset, out_dir: Path, n_examples: int = 3) -> list[Path]:
     circuits = list(waking.circuit.values)
     variants = list(waking.variant.values)
     fig, axes = plt.subplots(
-        len(circuits), len(variants), figsize=(3.2 * len(variants), 3.2 * len(circuits)), squeeze=False
+        len(circuits), len(variants), figsize=(3.4 * len(variants), 3.4 * len(circuits)), squeeze=False,
+        layout="constrained",
     )
     for row, circuit in enumerate(circuits):
         kind = _task_kind(waking, circuit)
@@ -100,7 +108,8 @@ def decoded_trajectories(waking: xr.Dataset, out_dir: Path, n_examples: int = 3)
                     ax.plot(decoded[:, 0], decoded[:, 1], color=color, lw=0.8, ls="--")
                 else:
                     time = run.time.values
-                    ax.plot(time, np.rad2deg(run["true_heading"].isel(trial=trial)), color=color, lw=1.2)
+                    ax.plot(time, _break_wraps(np.rad2deg(run["true_heading"].isel(trial=trial).values)),
+                            color=color, lw=1.2)
                     ax.plot(time, np.rad2deg(run["decoded_heading"].isel(trial=trial)), ".", color=color, ms=2)
             if kind == "path_integration":
                 spec_arena = 2.2
@@ -115,7 +124,7 @@ def decoded_trajectories(waking: xr.Dataset, out_dir: Path, n_examples: int = 3)
 
 def error_over_time(waking: xr.Dataset, out_dir: Path) -> list[Path]:
     circuits = list(waking.circuit.values)
-    fig, axes = plt.subplots(1, len(circuits), figsize=(4.2 * len(circuits), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(circuits), figsize=(4.2 * len(circuits), 3.4), squeeze=False, layout="constrained")
     for col, circuit in enumerate(circuits):
         kind = _task_kind(waking, circuit)
         error_name, units = ERROR_VARIABLES[kind]
@@ -144,6 +153,7 @@ def training_figures(summary_dir: Path, out_dir: Path) -> list[Path]:
 # group name -> (summary files it needs, "module:function" that draws it)
 FIGURE_GROUPS: dict[str, tuple[tuple[str, ...], str]] = {
     "training": (("training.nc", "waking.nc"), "recircuit.figures:training_figures"),
+    "normalization": (("normalization.nc",), "recircuit.analysis.normalization:make_normalization_figures"),
 }
 
 

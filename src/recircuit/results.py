@@ -64,7 +64,12 @@ def provenance(spec: CircuitSpec | None, *, circuit: str, variant: str, seed: in
 
 
 def with_sweep_dims(ds: xr.Dataset, *, circuit: str, variant: str, seed: int) -> xr.Dataset:
-    """Add circuit/variant/seed as length-1 dimensions with labelled coordinates."""
+    """Add circuit/variant/seed as length-1 dimensions with labelled coordinates.
+
+    Non-index coordinates (e.g. the E/I `population` of each unit) belong to one run, so they become data
+    variables that carry the sweep dimensions; otherwise runs with different E/I splits could not be combined.
+    """
+    ds = ds.reset_coords([name for name in ds.coords if name not in ds.dims])
     ds = ds.expand_dims(circuit=[circuit], variant=[variant], seed=[int(seed)])
     ds["circuit"].attrs.update(long_name="circuit spec", units="1")
     ds["variant"].attrs.update(long_name="variant (named overrides)", units="1")
@@ -126,6 +131,8 @@ def combine(datasets: Sequence[xr.Dataset]) -> xr.Dataset:
         list(datasets), compat="no_conflicts", data_vars="all", coords="different", join="outer",
         combine_attrs="drop_conflicts",
     )
+    for variable in combined.variables.values():
+        variable.encoding = {}  # inherited encodings (e.g. a string width) would truncate longer labels on save
     for key in ("circuit", "variant", "seed", "spec_json", "created", "device"):
         combined.attrs.pop(key, None)
     combined.attrs["specs_json"] = json.dumps(specs, sort_keys=True)

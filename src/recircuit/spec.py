@@ -112,6 +112,25 @@ class NoiseSpec(StrictModel):
     )
 
 
+class NormalizationSpec(StrictModel):
+    """Fast inhibitory interneurons that normalize the excitatory drive (and optionally the errors)."""
+
+    kind: Literal["none", "subtractive", "divisive"] = Field(
+        "none", description="subtractive: remove the E population mean; divisive: also divide by its SD (LayerNorm)"
+    )
+    errors: Literal["none", "center", "full", "fa_center"] = Field(
+        "none", description="error normalization in the backward pass: none = forward only"
+    )
+    n_interneurons: PositiveInt | None = Field(None, description="subtractive interneurons; null = n_exc / 10")
+    homeostatic_weight: NonNegativeFloat = Field(0.01, description="weight lambda of the local homeostatic loss")
+
+    @model_validator(mode="after")
+    def _errors_need_normalization(self) -> NormalizationSpec:
+        if self.kind == "none" and self.errors != "none":
+            raise ValueError("errors can only be normalized when kind is subtractive or divisive")
+        return self
+
+
 class NetworkSpec(StrictModel):
     """Leaky rate network h <- (1-a) h + a phi(W h + W_in u + b) + noise, with a = dt/tau."""
 
@@ -131,6 +150,7 @@ class NetworkSpec(StrictModel):
         "learned_encoder", description="h0 = phi(W_enc code(s0) + b_enc), or zeros"
     )
     noise: NoiseSpec = NoiseSpec()
+    normalization: NormalizationSpec = NormalizationSpec()
 
     @property
     def n_units(self) -> int:

@@ -47,6 +47,9 @@ class Analyses(StrictModel):
     reactivation: bool = Field(True, description="quiescence + reactivation metrics (needs noisy/noise_free runs)")
     spiking: bool = Field(True, description="Brian2 spiking twin of every trained circuit")
     curvature: bool = Field(False, description="Hessian spectrum and generalization gap of every trained circuit")
+    normalization: list[str] = Field(
+        default_factory=list, description="circuits whose runs form the inhibitory-normalization experiment"
+    )
 
 
 class SweepConfig(StrictModel):
@@ -73,6 +76,9 @@ class SweepConfig(StrictModel):
 
     @model_validator(mode="after")
     def _variants_exist(self) -> SweepConfig:
+        unknown_circuits = [c for c in self.analyses.normalization if c not in self.circuits]
+        if unknown_circuits:
+            raise ValueError(f"analyses.normalization: unknown circuit(s) {', '.join(unknown_circuits)}")
         for name, entry in self.circuits.items():
             unknown = [v for v in entry.variants if v not in self.variants]
             if unknown:

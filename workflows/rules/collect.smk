@@ -7,14 +7,17 @@ SUMMARY_INPUTS = {
 
 
 def summary_files():
-    return [f"{RESULTS}/summary/{name}.nc" for name in SUMMARY_INPUTS]
-
-
-FIGURES = ["training_curves", "decoded_trajectories", "error_over_time"]
+    files = [f"{RESULTS}/summary/{name}.nc" for name in SUMMARY_INPUTS]
+    if NORMALIZATION_JOBS:
+        files.append(f"{RESULTS}/summary/normalization.nc")
+    return files
 
 
 def figure_files():
-    return [f"{RESULTS}/figures/{name}.{ext}" for name in FIGURES for ext in ("png", "pdf")]
+    names = ["training_curves", "decoded_trajectories", "error_over_time"]
+    if NORMALIZATION_JOBS:
+        names.append("normalization")
+    return [f"{RESULTS}/figures/{name}.{ext}" for name in names for ext in ("png", "pdf")]
 
 
 rule collect:
