@@ -180,6 +180,11 @@ class TrainingSpec(StrictModel):
     grad_clip_norm: NonNegativeFloat = Field(0.0, description="global gradient-norm clip; 0 = off")
     loss: Literal["mse", "cross_entropy"] = Field("mse", description="loss of the outputs against the cell code")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available")
+    on_divergence: Literal["stop", "record"] = Field(
+        "stop",
+        description="NaN/Inf loss or gradient: stop with an error (no model saved), or record it (save the last "
+        "finite weights, mark train.nc diverged) for experiments that count divergences",
+    )
     log_every_steps: PositiveInt = Field(50, description="progress line every N steps")
     checkpoint_every_steps: PositiveInt = Field(250, description="resumable checkpoint every N steps")
 

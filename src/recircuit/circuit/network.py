@@ -14,12 +14,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recircuit.circuit.normalization import InhibitoryNormalization
 from recircuit.spec import CircuitSpec
+
+if TYPE_CHECKING:  # rules live in recircuit.learning, which imports this module
+    from recircuit.learning.rules import Rule
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "sigmoid": torch.sigmoid,
@@ -51,7 +56,26 @@ def circuit_step(
     rates (batch, units) at t-1; drive = W_in u_t + b (batch, units); recurrent_t = W_rec transposed (pre, post);
     noise (batch, units) already scaled by sd*sqrt(dt/tau), added to the drive or to the new state.
     """
-    current = torch.addmm(drive, rates, recurrent_t)
+    return split_circuit_step(rates, rates, drive, recurrent_t, alpha, phi, noise, noise_on_drive)
+
+
+def split_circuit_step(
+    rates: torch.Tensor,
+    presynaptic: torch.Tensor,
+    drive: torch.Tensor,
+    recurrent_t: torch.Tensor,
+    alpha: float,
+    phi: Callable[[torch.Tensor], torch.Tensor],
+    noise: torch.Tensor | None,
+    noise_on_drive: bool,
+    normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """circuit_step with the recurrent input taken from ``presynaptic`` (same values as ``rates``; e-prop passes
+    ``rates.detach()`` so only the backward pass differs) and the leak path from ``rates``; ``normalize`` maps the
+    total current (batch, units) before noise and nonlinearity (inhibitory normalization)."""
+    current = torch.addmm(drive, presynaptic, recurrent_t)
+    if normalize is not None:
+        current = normalize(current)
     if noise is not None and noise_on_drive:
         current = current + noise
     new_rates = torch.lerp(rates, phi(current), alpha)
@@ -125,6 +149,27 @@ class EICircuit(nn.Module):
         if self.learned_initial_state:
             self.encoder = nn.Parameter(torch.randn(n, n_outputs, generator=g))
             self.encoder_bias = nn.Parameter(torch.zeros(n))
+        self.normalization: InhibitoryNormalization | None = None
+        self.homeostatic_loss = torch.zeros(())
+        norm = net.normalization
+        if norm.kind != "none":
+            # presynaptic activity of the fast interneurons: [h_{t-1}; u_t; 1]; Dale signs on h, free on u and 1
+            presynaptic_sign = torch.cat([sign if self.dale else torch.zeros(n), torch.zeros(n_inputs + 1)])
+            self.normalization = InhibitoryNormalization(
+                self.n_exc,
+                n + n_inputs + 1,
+                presynaptic_sign,
+                norm.n_interneurons or max(1, self.n_exc // 10),
+                norm.kind,
+                norm.errors,
+                norm.homeostatic_weight,
+                g,
+            )
+            with torch.no_grad():
+                excitatory_rows = torch.cat(
+                    [self.recurrent_weight(), self.input_weight(), self.bias[:, None]], dim=1
+                )[: self.n_exc]
+            self.normalization.initialise_from(excitatory_rows)
 
     # ------------------------------------------------------------------------------------------- effective weights
     def recurrent_weight(self) -> torch.Tensor:
@@ -140,17 +185,27 @@ class EICircuit(nn.Module):
         return self.output_raw.abs() if self.dale else self.output_raw
 
     def effective_weights(self) -> dict[str, torch.Tensor]:
-        """The matrices the dynamics use, post x pre, detached: input, recurrent, bias, output (over all units)."""
+        """The matrices the dynamics use, post x pre, detached: input, recurrent, bias, output (over all units).
+
+        With inhibitory normalization also: normalization_ix (interneurons x [units, inputs, 1], presynaptic signs
+        kept), normalization_ei (E units x interneurons, >= 0) and, when divisive, normalization_bix (signed).
+        """
         with torch.no_grad():
-            output = torch.zeros(self.output_raw.shape[0], self.n_units, device=self.output_raw.device)
+            output = self.output_raw.new_zeros(self.output_raw.shape[0], self.n_units)
             output[:, : self.n_readout] = self.output_weight()
-            return {
+            weights = {
                 "input": self.input_weight().clone(),
                 "recurrent": self.recurrent_weight().clone(),
                 "bias": self.bias.detach().clone(),
                 "output": output,
                 "output_bias": self.output_bias.detach().clone(),
             }
+            if self.normalization is not None:
+                weights["normalization_ix"] = self.normalization.ix().clone()
+                weights["normalization_ei"] = self.normalization.ei().clone()
+                if self.normalization.kind == "divisive":
+                    weights["normalization_bix"] = self.normalization.bix.detach().clone()
+            return weights
 
     # --------------------------------------------------------------------------------------------------- dynamics
     def noise_sd_per_step(self, scale: float = 1.0) -> tuple[float, float]:
@@ -185,8 +240,14 @@ class EICircuit(nn.Module):
         unit_code = initial_code / torch.linalg.vector_norm(initial_code, dim=-1, keepdim=True).clamp_min(1e-12)
         return self.phi(torch.addmm(self.encoder_bias, unit_code, self.encoder.T))
 
-    def run(self, inputs: torch.Tensor, initial_rates: torch.Tensor, noise: Noise) -> torch.Tensor:
-        """Rates (batch, time, units) for inputs (batch, time, n_inputs) from initial rates (batch, units)."""
+    def run(
+        self, inputs: torch.Tensor, initial_rates: torch.Tensor, noise: Noise, *, rule: Rule | None = None
+    ) -> torch.Tensor:
+        """Rates (batch, time, units) for inputs (batch, time, n_inputs) from initial rates (batch, units).
+
+        ``rule`` (recircuit.learning.rules.Rule) changes only the backward pass: tbptt detaches the state every K
+        steps, eprop/rflo detach h_{t-1} in the recurrent input; the values are bit-identical to rule=None (bptt).
+        """
         if noise.input is not None:
             inputs = inputs + noise.input
         drive = torch.addmm(self.bias, inputs.flatten(0, 1), self.input_weight().T).view(
@@ -195,18 +256,61 @@ class EICircuit(nn.Module):
         recurrent_t = self.recurrent_weight().T
         rates, history = initial_rates, []
         step_noise = noise.recurrent.unbind(0) if noise.recurrent is not None else [None] * inputs.shape[1]
-        for drive_t, noise_t in zip(drive.unbind(1), step_noise):
-            rates = circuit_step(rates, drive_t, recurrent_t, self.alpha, self.phi, noise_t, self.noise_on_drive)
+        if self.normalization is not None:
+            return self._run_normalized(inputs, drive, recurrent_t, rates, step_noise, rule)
+        self.homeostatic_loss = torch.zeros((), device=drive.device)
+        if rule is None or rule.name == "bptt":
+            for drive_t, noise_t in zip(drive.unbind(1), step_noise):
+                rates = circuit_step(rates, drive_t, recurrent_t, self.alpha, self.phi, noise_t, self.noise_on_drive)
+                history.append(rates)
+            return torch.stack(history, 1)
+        for step, (drive_t, noise_t) in enumerate(zip(drive.unbind(1), step_noise)):
+            if rule.cut_before(step):
+                rates = rates.detach()
+            presynaptic = rates.detach() if rule.detach_presynaptic else rates
+            rates = split_circuit_step(
+                rates, presynaptic, drive_t, recurrent_t, self.alpha, self.phi, noise_t, self.noise_on_drive
+            )
             history.append(rates)
         return torch.stack(history, 1)
 
-    def readout(self, rates: torch.Tensor) -> torch.Tensor:
-        """Outputs (batch, time, n_outputs) from rates (batch, time, units)."""
+    def _run_normalized(self, inputs, drive, recurrent_t, rates, step_noise, rule) -> torch.Tensor:
+        """The time loop with the excitatory current normalized by the fast interneurons at every step.
+
+        Sets ``self.homeostatic_loss`` to the local loss averaged over time steps (it trains only the interneurons).
+        """
+        ones = torch.ones(inputs.shape[0], 1, device=inputs.device, dtype=inputs.dtype)
+        n_exc, normalization = self.n_exc, self.normalization
+        local_total, history = 0.0, []
+        for step, (drive_t, input_t, noise_t) in enumerate(zip(drive.unbind(1), inputs.unbind(1), step_noise)):
+            if rule is not None and rule.cut_before(step):
+                rates = rates.detach()
+            presynaptic_activity = torch.cat([rates, input_t, ones], dim=1)
+            local_step = []
+
+            def normalize(current, x=presynaptic_activity, out=local_step):
+                z, local = normalization(current[:, :n_exc], x)
+                out.append(local)
+                return torch.cat([z, current[:, n_exc:]], dim=1)
+
+            presynaptic = rates.detach() if rule is not None and rule.detach_presynaptic else rates
+            rates = split_circuit_step(
+                rates, presynaptic, drive_t, recurrent_t, self.alpha, self.phi, noise_t, self.noise_on_drive, normalize
+            )
+            local_total = local_total + local_step[0]
+            history.append(rates)
+        self.homeostatic_loss = local_total / len(history)
+        return torch.stack(history, 1)
+
+    def readout(self, rates: torch.Tensor, *, rule: Rule | None = None) -> torch.Tensor:
+        """Outputs (batch, time, n_outputs) from rates (batch, time, units); rflo routes the error through B."""
+        if rule is not None and rule.feedback is not None:
+            return rule.readout(rates, self.output_weight(), self.output_bias, self.n_readout)
         return F.linear(rates[..., : self.n_readout], self.output_weight(), self.output_bias)
 
     def forward(
-        self, inputs: torch.Tensor, initial_code: torch.Tensor, noise: Noise
+        self, inputs: torch.Tensor, initial_code: torch.Tensor, noise: Noise, *, rule: Rule | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(outputs, rates) for a batch of trials."""
-        rates = self.run(inputs, self.initial_rates(initial_code), noise)
-        return self.readout(rates), rates
+        """(outputs, rates) for a batch of trials; ``rule`` selects the credit-assignment backward pass."""
+        rates = self.run(inputs, self.initial_rates(initial_code), noise, rule=rule)
+        return self.readout(rates, rule=rule), rates

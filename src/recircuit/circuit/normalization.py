@@ -39,11 +39,17 @@ def layer_norm_vjp(grad: torch.Tensor, z: torch.Tensor, eps: float = EPS) -> tor
 class _ErrorNormalization(torch.autograd.Function):
     """Identity in the forward pass; normalizes the incoming error in the backward pass."""
 
+    generate_vmap_rule = True  # so ensembles (torch.func.vmap over circuits) can use it
+
     @staticmethod
-    def forward(ctx, z, mode: str, fa_weights):
+    def forward(z, mode: str, fa_weights):
+        return z.view_as(z)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        z, mode, fa_weights = inputs
         ctx.mode = mode
         ctx.save_for_backward(z, fa_weights)
-        return z.view_as(z)
 
     @staticmethod
     def backward(ctx, grad):

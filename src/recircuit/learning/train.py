@@ -25,7 +25,11 @@ TRAIN_SET_SEED = 1_000_000  # the finite training set is drawn from a CPU genera
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss or the gradient became NaN or Inf."""
+    """The loss or the gradient became NaN or Inf (at optimizer step ``step``, 1-based)."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
 
 
 def resolve_device(name: str) -> torch.device:
@@ -145,86 +149,131 @@ def train(
             raise TrainingDiverged(
                 f"{circuit}/{variant} seed {cfg.seed}: loss or gradient became non-finite at step {first + 1} "
                 f"(loss {losses[first]}, gradient norm {grad_norms[first]}); lower training.learning_rate or set "
-                "training.grad_clip_norm. No model was saved."
+                "training.grad_clip_norm. No model was saved.",
+                step=first + 1,
             )
 
-    for step in range(start, steps):
-        if train_set is None:
-            trials = task.sample(batch, seq, generator)
-        else:  # without replacement within a batch; with replacement when the set is smaller than a batch
-            k = cfg.n_train_trajectories
-            index = (
-                torch.randperm(k, generator=generator, device=device)[:batch]
-                if batch <= k
-                else torch.randint(k, (batch,), generator=generator, device=device)
-            )
-            trials = select_trials(train_set, index)
-        noise = model.draw_noise(batch, seq, generator)
-        outputs, _ = model(trials.inputs, trials.initial_code, noise, rule=rule)
-        loss = task_loss(outputs, trials.targets, cfg.loss)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-        loss_buffer[step] = loss.detach()
-        norm_buffer[step] = norm.detach()
-        if torch.isfinite(norm):  # a non-finite step is never applied; check_finite reports it
-            optimizer.step()
-        done = step + 1
-        if on_step is not None:
-            on_step(done, model)
-        if done % cfg.log_every_steps == 0 or done == steps:
-            check_finite(done)
-            with torch.no_grad():
-                error = task.error(task.decode(outputs), trials.states).mean().item()
-            now = time.perf_counter()
-            rate = (done - last_step) / max(now - last_time, 1e-9)
-            last_time, last_step = now, done
-            logged_steps.append(done)
-            logged_errors.append(error)
-            log(f"step {done:>6}/{steps}  loss {losses[step]:.4e}  error {error:7.2f} {error_units}  {rate:6.1f} steps/s")
-        if done % cfg.checkpoint_every_steps == 0 and done < steps:
-            check_finite(done)
-            last_step = done
-            atomic_torch_save(
-                {
-                    "spec_json": spec.model_dump_json(),
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "generator": generator.get_state(),
-                    "step": done,
-                    "loss": torch.from_numpy(losses),
-                    "grad_norm": torch.from_numpy(grad_norms),
-                    "logged_steps": logged_steps,
-                    "logged_errors": logged_errors,
-                },
-                checkpoint,
-            )
-    check_finite(steps)
+    diverged_at = 0
+    try:
+        for step in range(start, steps):
+            if train_set is None:
+                trials = task.sample(batch, seq, generator)
+            else:  # without replacement within a batch; with replacement when the set is smaller than a batch
+                k = cfg.n_train_trajectories
+                index = (
+                    torch.randperm(k, generator=generator, device=device)[:batch]
+                    if batch <= k
+                    else torch.randint(k, (batch,), generator=generator, device=device)
+                )
+                trials = select_trials(train_set, index)
+            noise = model.draw_noise(batch, seq, generator)
+            outputs, _ = model(trials.inputs, trials.initial_code, noise, rule=rule)
+            loss = task_loss(outputs, trials.targets, cfg.loss)
+            optimizer.zero_grad(set_to_none=True)
+            (loss + model.homeostatic_loss).backward()  # the homeostatic loss reaches only the normalizing interneurons
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+            loss_buffer[step] = loss.detach()
+            norm_buffer[step] = norm.detach()
+            if torch.isfinite(norm):  # a non-finite step is never applied; check_finite reports it
+                optimizer.step()
+            done = step + 1
+            if on_step is not None:
+                on_step(done, model)
+            if done % cfg.log_every_steps == 0 or done == steps:
+                check_finite(done)
+                with torch.no_grad():
+                    error = task.error(task.decode(outputs), trials.states).mean().item()
+                now = time.perf_counter()
+                rate = (done - last_step) / max(now - last_time, 1e-9)
+                last_time, last_step = now, done
+                logged_steps.append(done)
+                logged_errors.append(error)
+                log(f"step {done:>6}/{steps}  loss {losses[step]:.4e}  error {error:7.2f} {error_units}  {rate:6.1f} steps/s")
+            if done % cfg.checkpoint_every_steps == 0 and done < steps:
+                check_finite(done)
+                last_step = done
+                atomic_torch_save(
+                    {
+                        "spec_json": spec.model_dump_json(),
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "generator": generator.get_state(),
+                        "step": done,
+                        "loss": torch.from_numpy(losses),
+                        "grad_norm": torch.from_numpy(grad_norms),
+                        "logged_steps": logged_steps,
+                        "logged_errors": logged_errors,
+                    },
+                    checkpoint,
+                )
+        check_finite(steps)
+    except TrainingDiverged as exc:
+        if cfg.on_divergence == "stop":
+            raise
+        diverged_at = exc.step
+        losses[diverged_at:] = np.nan
+        grad_norms[diverged_at:] = np.nan
+        log(f"diverged at step {diverged_at}; recording it (training.on_divergence = record)")
     wall = time.perf_counter() - started
 
-    meta = {"circuit": circuit, "variant": variant, "seed": cfg.seed, "steps_trained": steps}
+    path = write_run(
+        spec, out_dir, model, circuit=circuit, variant=variant, device=device, losses=losses, grad_norms=grad_norms,
+        logged_steps=logged_steps, logged_errors=logged_errors, wall_time_s=wall, resumed_from_step=start,
+        diverged_at_step=diverged_at,
+    )
+    log(f"saved {path} and {out_dir / TRAIN_FILE} ({wall:.1f} s)")
+    return path
+
+
+def write_run(
+    spec: CircuitSpec,
+    out_dir: Path,
+    model: torch.nn.Module,
+    *,
+    circuit: str,
+    variant: str,
+    device: torch.device,
+    losses: np.ndarray,
+    grad_norms: np.ndarray,
+    logged_steps: list[int],
+    logged_errors: list[float],
+    wall_time_s: float,
+    resumed_from_step: int,
+    diverged_at_step: int = 0,
+    extra_attrs: dict | None = None,
+) -> Path:
+    """Write train.nc, then model.pt (last: its presence means the run is complete), and drop the checkpoint."""
+    cfg = spec.training
+    error_name, error_long, error_units = error_variable(spec.task.kind)
+    steps = len(losses)
     ds = xr.Dataset(
         {
             "loss": label(xr.DataArray(losses, dims="step", attrs={"loss_function": cfg.loss}), "training loss", "1"),
             "grad_norm": label(xr.DataArray(grad_norms, dims="step"), "gradient norm before clipping", "1"),
             error_name: label(
-                xr.DataArray(np.asarray(logged_errors), dims="logged_step"),
-                f"{error_variable(task.kind)[1]} on the training batch",
+                xr.DataArray(np.asarray(logged_errors, dtype=np.float64), dims="logged_step"),
+                f"{error_long} on the training batch",
                 error_units,
             ),
         },
         coords={
             "step": label(xr.DataArray(np.arange(1, steps + 1), dims="step"), "optimizer step", "1"),
-            "logged_step": label(xr.DataArray(np.asarray(logged_steps), dims="logged_step"), "optimizer step", "1"),
+            "logged_step": label(
+                xr.DataArray(np.asarray(logged_steps, dtype=np.int64), dims="logged_step"), "optimizer step", "1"
+            ),
         },
         attrs={
             **provenance(spec, circuit=circuit, variant=variant, seed=cfg.seed, device=device_description(device)),
-            "wall_time_s": wall,
-            "resumed_from_step": start,
+            "wall_time_s": float(wall_time_s),
+            "resumed_from_step": int(resumed_from_step),
+            "diverged": int(diverged_at_step > 0),
+            "diverged_at_step": int(diverged_at_step),
+            **(extra_attrs or {}),
         },
     )
     save_dataset(with_sweep_dims(ds, circuit=circuit, variant=variant, seed=cfg.seed), out_dir / TRAIN_FILE)
-    save_model(out_dir / MODEL_FILE, model, **meta)  # written last: its presence means the run is complete
-    checkpoint.unlink(missing_ok=True)
-    log(f"saved {out_dir / MODEL_FILE} and {out_dir / TRAIN_FILE} ({wall:.1f} s)")
+    meta = {"circuit": circuit, "variant": variant, "seed": cfg.seed, "steps_trained": steps,
+            "diverged_at_step": int(diverged_at_step)}
+    save_model(out_dir / MODEL_FILE, model, **meta)
+    (out_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
     return out_dir / MODEL_FILE

@@ -26,6 +26,7 @@ class PathIntegration:
         half = spec.arena_m / 2
         self.centres = ((torch.rand(spec.place_cells.n_cells, 2, generator=layout) * 2 - 1) * half).to(self.device)
         self.n_cells = spec.place_cells.n_cells
+        self.centre_offsets = -0.5 * (self.centres**2).sum(-1)  # -|c|^2 / 2, per cell
         mean_speed = spec.speed_scale_m_per_s * math.sqrt(math.pi / 2)
         self.input_scale = mean_speed * spec.dt_s / math.sqrt(2)  # RMS of one displacement component, m
 
@@ -74,9 +75,15 @@ class PathIntegration:
         )
 
     def encode(self, positions: torch.Tensor) -> torch.Tensor:
-        """Place-cell code softmax(-|x - c|^2 / (2 w^2)) over cells, shape (..., n_cells)."""
-        squared = ((positions[..., None, :] - self.centres) ** 2).sum(-1)
-        return torch.softmax(-squared / (2 * self.spec.place_cells.width_m**2), dim=-1)
+        """Place-cell code softmax(-|x - c|^2 / (2 w^2)) over cells, shape (..., n_cells).
+
+        |x - c|^2 = |x|^2 - 2 x.c + |c|^2 and softmax ignores the |x|^2 term, constant over cells, so the logits
+        are (x.c - |c|^2 / 2) / w^2: one matrix product instead of a (..., n_cells, 2) difference tensor.
+        """
+        inv_var = 1.0 / self.spec.place_cells.width_m**2
+        flat = positions.reshape(-1, 2)
+        logits = torch.addmm(self.centre_offsets, flat, self.centres.T, beta=inv_var, alpha=inv_var)
+        return torch.softmax(logits, dim=-1).view(*positions.shape[:-1], self.n_cells)
 
     def decode(self, outputs: torch.Tensor) -> torch.Tensor:
         """Position (m): mean centre of the k most active outputs."""
