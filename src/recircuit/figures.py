@@ -154,6 +154,7 @@ def training_figures(summary_dir: Path, out_dir: Path) -> list[Path]:
 FIGURE_GROUPS: dict[str, tuple[tuple[str, ...], str]] = {
     "training": (("training.nc", "waking.nc"), "recircuit.figures:training_figures"),
     "normalization": (("normalization.nc",), "recircuit.analysis.normalization:make_normalization_figures"),
+    "curvature": (("curvature.nc",), "recircuit.analysis.curvature_figures:make_curvature_figures"),
 }
 
 

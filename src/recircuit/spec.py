@@ -352,6 +352,10 @@ def load_spec(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] = (
                 (k for k in overridden if dotted == k or dotted.startswith(k + ".") or k.startswith(dotted + ".")),
                 None,
             )
+            if source is None and not err["loc"] and overridden:  # a cross-field check: name the overrides too
+                named = " ".join(f"--set {k}={v}" for k, v in overridden.items())
+                problems.append(f"{path} (with {named}): (root): {message}")
+                continue
             if source is not None:
                 problems.append(f"{path} (--set {source}={overridden[source]}): {dotted}: {message}")
             else:

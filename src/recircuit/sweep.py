@@ -42,11 +42,16 @@ class CircuitEntry(StrictModel):
 
 
 class Analyses(StrictModel):
-    """Which analyses the workflow runs on every trained circuit (training and evaluation always run)."""
+    """Which circuits each analysis runs on (training and held-out evaluation always run on every circuit)."""
 
-    reactivation: bool = Field(True, description="quiescence + reactivation metrics (needs noisy/noise_free runs)")
-    spiking: bool = Field(True, description="Brian2 spiking twin of every trained circuit")
-    curvature: bool = Field(False, description="Hessian spectrum and generalization gap of every trained circuit")
+    reactivation: list[str] = Field(
+        default_factory=list,
+        description="circuits whose runs get quiescence + reactivation metrics (variants noisy, noise_free, biased...)",
+    )
+    spiking: list[str] = Field(default_factory=list, description="circuits whose runs get a Brian2 spiking twin")
+    curvature: list[str] = Field(
+        default_factory=list, description="circuits whose runs get the Hessian spectrum and generalization gap"
+    )
     normalization: list[str] = Field(
         default_factory=list, description="circuits whose runs form the inhibitory-normalization experiment"
     )
@@ -76,9 +81,10 @@ class SweepConfig(StrictModel):
 
     @model_validator(mode="after")
     def _variants_exist(self) -> SweepConfig:
-        unknown_circuits = [c for c in self.analyses.normalization if c not in self.circuits]
-        if unknown_circuits:
-            raise ValueError(f"analyses.normalization: unknown circuit(s) {', '.join(unknown_circuits)}")
+        for analysis, circuits in self.analyses.model_dump().items():
+            unknown_circuits = [c for c in circuits if c not in self.circuits]
+            if unknown_circuits:
+                raise ValueError(f"analyses.{analysis}: unknown circuit(s) {', '.join(unknown_circuits)}")
         for name, entry in self.circuits.items():
             unknown = [v for v in entry.variants if v not in self.variants]
             if unknown:
@@ -88,6 +94,11 @@ class SweepConfig(StrictModel):
     def jobs(self) -> list[tuple[str, str, int]]:
         """Every (circuit, variant, seed) that gets trained."""
         return [(c, v, s) for c, entry in self.circuits.items() for v in entry.variants for s in self.seeds]
+
+    def jobs_for(self, analysis: str) -> list[tuple[str, str, int]]:
+        """The (circuit, variant, seed) runs an analysis covers."""
+        circuits = getattr(self.analyses, analysis)
+        return [job for job in self.jobs() if job[0] in circuits]
 
     def overrides(self, circuit: str, variant: str, task_kind: str) -> dict[str, Any]:
         """Scale overrides, then the variant's, then the device, for one circuit and variant."""

@@ -1,6 +1,25 @@
-# Analyses of trained circuits. Each block is switched on by the sweep config's `analyses` section.
+# Analyses of trained circuits. The sweep config's `analyses` section lists the circuits each one covers.
 
-NORMALIZATION_JOBS = [job for job in SWEEP.jobs() if job[0] in SWEEP.analyses.normalization]
+NORMALIZATION_JOBS = SWEEP.jobs_for("normalization")
+CURVATURE_JOBS = SWEEP.jobs_for("curvature")
+
+
+rule curvature:
+    input:
+        model=rules.train.output.model,
+    output:
+        f"{RESULTS}/{{circuit}}/{{variant}}/seed{{seed}}/curvature.nc",
+    log:
+        f"{RESULTS}/logs/curvature/{{circuit}}_{{variant}}_seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/curvature/{{circuit}}_{{variant}}_seed{{seed}}.tsv"
+    threads: 1
+    resources:
+        gpu=0,
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        THREADS_ENV + " recircuit curvature $(dirname {input.model}) --out {output} --device cpu > {log} 2>&1"
 
 
 rule normalization_summary:

@@ -1,22 +1,34 @@
 # Combine per-job datasets into results/summary/<analysis>.nc, then draw the figures from the summaries only.
 
+# summary name -> the per-run files it combines (analyses appear only when the config covers some circuit)
 SUMMARY_INPUTS = {
     "training": lambda: run_files("train.nc"),
     "waking": lambda: run_files("waking.nc"),
+    "curvature": lambda: run_files("curvature.nc", CURVATURE_JOBS),
+}
+# summary name -> figures drawn from it
+SUMMARY_FIGURES = {
+    "training": ["training_curves", "decoded_trajectories", "error_over_time"],
+    "curvature": ["curvature_vs_gap", "curvature_by_rule"],
+    "normalization": ["normalization"],
 }
 
 
-def summary_files():
-    files = [f"{RESULTS}/summary/{name}.nc" for name in SUMMARY_INPUTS]
+def summary_names():
+    names = ["training", "waking"]
+    if CURVATURE_JOBS:
+        names.append("curvature")
     if NORMALIZATION_JOBS:
-        files.append(f"{RESULTS}/summary/normalization.nc")
-    return files
+        names.append("normalization")
+    return names
+
+
+def summary_files():
+    return [f"{RESULTS}/summary/{name}.nc" for name in summary_names()]
 
 
 def figure_files():
-    names = ["training_curves", "decoded_trajectories", "error_over_time"]
-    if NORMALIZATION_JOBS:
-        names.append("normalization")
+    names = [figure for summary in summary_names() for figure in SUMMARY_FIGURES.get(summary, [])]
     return [f"{RESULTS}/figures/{name}.{ext}" for name in names for ext in ("png", "pdf")]
 
 
