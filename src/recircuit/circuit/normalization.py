@@ -67,7 +67,7 @@ class _ErrorNormalization(torch.autograd.Function):
 
 def normalize_errors(z: torch.Tensor, mode: str, fa_weights: torch.Tensor | None = None) -> torch.Tensor:
     """z unchanged; its gradient normalized by ``mode`` (none, center, full, fa_center)."""
-    if mode == "none" or not z.requires_grad:
+    if mode == "none":
         return z
     if fa_weights is None:
         fa_weights = torch.empty(0, device=z.device)

@@ -90,6 +90,7 @@ def train_ensemble(
     generators = [torch.Generator(device).manual_seed(s.training.seed) for s in specs]
     k, steps, batch, seq = len(specs), cfg.steps, cfg.batch_size, specs[0].task.sequence_steps
     max_norm = cfg.grad_clip_norm if cfg.grad_clip_norm > 0 else float("inf")
+    shared_task = all(spec.task == specs[0].task for spec in specs)
     any_recurrent = any(s.network.noise.recurrent_sd > 0 for s in specs)
     any_input = any(s.network.noise.input_sd > 0 for s in specs)
 
@@ -109,10 +110,11 @@ def train_ensemble(
         f" x {seq} time steps on {device_description(device)}")
     started, last = time.perf_counter(), time.perf_counter()
     for step in range(steps):
-        trials, noises = [], []
-        for task, model, generator in zip(tasks, models, generators):
-            trials.append(task.sample(batch, seq, generator))
-            noises.append(model.draw_noise(batch, seq, generator))
+        if shared_task:  # same task for every member: one trajectory loop over all members' agents
+            trials = tasks[0].sample_many(batch, seq, generators)
+        else:
+            trials = [task.sample(batch, seq, generator) for task, generator in zip(tasks, generators)]
+        noises = [model.draw_noise(batch, seq, generator) for model, generator in zip(models, generators)]
         rec = torch.stack([n.recurrent if n.recurrent is not None else
                            torch.zeros(seq, batch, template.n_units, device=device) for n in noises]) if any_recurrent else torch.zeros(k, device=device)
         inp = torch.stack([n.input if n.input is not None else

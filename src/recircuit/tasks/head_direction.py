@@ -68,6 +68,10 @@ class HeadDirection:
             gains=gains,
         )
 
+    def sample_many(self, batch_size: int, steps: int, generators: list[torch.Generator]) -> list[TrialBatch]:
+        """One batch per generator, as ``sample`` with each (head direction has no per-step loop to share)."""
+        return [self.sample(batch_size, steps, g) for g in generators]
+
     def encode(self, headings: torch.Tensor) -> torch.Tensor:
         """Von Mises code exp(kappa (cos(theta - theta_i) - 1)), peak 1; headings (..., 1) -> (..., n_cells)."""
         return torch.exp(self.kappa * (torch.cos(headings - self.preferred) - 1.0))

@@ -30,10 +30,8 @@ class PathIntegration:
         mean_speed = spec.speed_scale_m_per_s * math.sqrt(math.pi / 2)
         self.input_scale = mean_speed * spec.dt_s / math.sqrt(2)  # RMS of one displacement component, m
 
-    def trajectories(
-        self, batch_size: int, steps: int, generator: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Displacements (B, T, 2) m, positions after each step (B, T, 2) m, initial positions (B, 2) m."""
+    def draw(self, batch_size: int, steps: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """All the randomness of a batch, in a fixed order: start, heading, step lengths (m), turns (rad), gains."""
         s, dev = self.spec, self.device
         half, dt = s.arena_m / 2, s.dt_s
         position = (torch.rand(batch_size, 2, generator=generator, device=dev) * 2 - 1) * half
@@ -41,10 +39,18 @@ class PathIntegration:
         uniform = torch.rand(batch_size, steps, generator=generator, device=dev)
         step_length = s.speed_scale_m_per_s * torch.sqrt(-2.0 * torch.log1p(-uniform)) * dt  # Rayleigh speed * dt
         random_turn = torch.randn(batch_size, steps, generator=generator, device=dev) * (s.turn_sd_rad_per_s * dt)
-        wall_heading = torch.arange(4, device=dev, dtype=position.dtype) * (math.pi / 2)  # +x, +y, -x, -y walls
-        initial = position.clone()
+        gains = sample_gains(batch_size, steps, s.input_gain.epsilon, s.input_gain.segments, generator, dev)
+        return {"position": position, "heading": heading, "step_length": step_length, "turn": random_turn,
+                "gains": gains}
+
+    def integrate(self, draws: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Move the agents: displacements (B, T, 2) m and positions after each step (B, T, 2) m."""
+        s = self.spec
+        half = s.arena_m / 2
+        position, heading = draws["position"], draws["heading"]
+        wall_heading = torch.arange(4, device=position.device, dtype=position.dtype) * (math.pi / 2)  # +x,+y,-x,-y
         displacements, positions = [], []
-        for length, turn in zip(step_length.unbind(1), random_turn.unbind(1)):
+        for length, turn in zip(draws["step_length"].unbind(1), draws["turn"].unbind(1)):
             distances = torch.cat([half - position, half + position], dim=1)
             nearest, wall = distances.min(dim=1)
             angle_to_wall = torch.remainder(heading - wall_heading[wall] + math.pi, 2 * math.pi) - math.pi
@@ -58,21 +64,40 @@ class PathIntegration:
             heading = heading + turn
             displacements.append(step)
             positions.append(position)
-        return torch.stack(displacements, 1), torch.stack(positions, 1), initial
+        return torch.stack(displacements, 1), torch.stack(positions, 1)
 
-    def sample(self, batch_size: int, steps: int, generator: torch.Generator) -> TrialBatch:
-        displacements, positions, initial = self.trajectories(batch_size, steps, generator)
-        gains = sample_gains(
-            batch_size, steps, self.spec.input_gain.epsilon, self.spec.input_gain.segments, generator, self.device
-        )
+    def trajectories(
+        self, batch_size: int, steps: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Displacements (B, T, 2) m, positions after each step (B, T, 2) m, initial positions (B, 2) m."""
+        draws = self.draw(batch_size, steps, generator)
+        displacements, positions = self.integrate(draws)
+        return displacements, positions, draws["position"]
+
+    def _batch(self, draws: dict[str, torch.Tensor]) -> TrialBatch:
+        displacements, positions = self.integrate(draws)
+        gains = draws["gains"]
         return TrialBatch(
             inputs=displacements * gains[..., None],
             targets=self.encode(positions),
             states=positions,
-            initial_state=initial,
-            initial_code=self.encode(initial),
+            initial_state=draws["position"],
+            initial_code=self.encode(draws["position"]),
             gains=gains,
         )
+
+    def sample(self, batch_size: int, steps: int, generator: torch.Generator) -> TrialBatch:
+        return self._batch(self.draw(batch_size, steps, generator))
+
+    def sample_many(self, batch_size: int, steps: int, generators: list[torch.Generator]) -> list[TrialBatch]:
+        """One batch per generator, equal to ``sample`` with each, but moved in one loop over all agents."""
+        draws = [self.draw(batch_size, steps, g) for g in generators]
+        joined = self._batch({key: torch.cat([d[key] for d in draws]) for key in draws[0]})
+        return [
+            TrialBatch(*(field[k * batch_size : (k + 1) * batch_size] for field in (
+                joined.inputs, joined.targets, joined.states, joined.initial_state, joined.initial_code, joined.gains)))
+            for k in range(len(generators))
+        ]
 
     def encode(self, positions: torch.Tensor) -> torch.Tensor:
         """Place-cell code softmax(-|x - c|^2 / (2 w^2)) over cells, shape (..., n_cells).

@@ -1,0 +1,49 @@
+"""Ensemble training: K circuits trained as one batched network equal the same circuits trained alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from recircuit.circuit.io import load_model
+from recircuit.learning.ensemble import check_compatible, train_ensemble
+from recircuit.learning.train import train
+from recircuit.spec import load_spec
+
+BASE = [
+    "network.n_exc=24", "network.n_inh=8", "task.place_cells.n_cells=64", "task.sequence_steps=10",
+    "training.batch_size=8", "training.steps=6", "training.log_every_steps=3", "training.device=cpu",
+]
+
+
+def quiet(message):
+    pass
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        [["training.seed=0"], ["training.seed=1", "network.noise.recurrent_sd=0"], ["training.seed=2"]],
+        [["training.seed=0", "task.drift_to_center=0.05"], ["training.seed=1"]],  # different tasks per member
+        [["training.seed=3", "network.normalization.kind=divisive", "network.normalization.errors=full"],
+         ["training.seed=4", "network.normalization.kind=divisive", "network.normalization.errors=full",
+          "task.input_gain.epsilon=0.5"]],
+    ],
+)
+def test_each_member_equals_training_it_alone(tmp_path, members):
+    specs = [load_spec("circuits/path_integration.yaml", BASE + extra) for extra in members]
+    out = [tmp_path / f"member{k}" for k in range(len(specs))]
+    train_ensemble(specs, out, circuit="pi", variants=[f"v{k}" for k in range(len(specs))], log=quiet)
+    for k, spec in enumerate(specs):
+        train(spec, tmp_path / f"alone{k}", circuit="pi", variant=f"v{k}", log=quiet)
+        together, alone = load_model(out[k]), load_model(tmp_path / f"alone{k}")
+        for (name, a), b in zip(together.named_parameters(), alone.parameters()):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+        assert (together.effective_weights()["recurrent"][:, 24:] <= 0).all()
+
+
+def test_members_that_differ_in_architecture_are_refused():
+    a = load_spec("circuits/path_integration.yaml", BASE)
+    b = load_spec("circuits/path_integration.yaml", BASE + ["network.spectral_radius=1.2", "training.learning_rate=0.01"])
+    with pytest.raises(ValueError, match="network.spectral_radius, training.learning_rate"):
+        check_compatible([a, b])
