@@ -107,7 +107,12 @@ def test_tiny_run_writes_labelled_finite_datasets(tiny_run):
     assert run.attrs["circuit"] == "path_integration" and run.attrs["variant"] == "noisy" and run.attrs["seed"] == 0
     for key in ("spec_json", "recircuit_version", "git_commit", "device"):
         assert run.attrs[key]
-    for name in ("training_curves", "decoded_trajectories", "error_over_time"):
+    reactivation = xr.open_dataset(results / "summary/reactivation.nc", engine="h5netcdf")
+    assert {"quiescent", "waking"} <= set(reactivation.dims)
+    kl = reactivation["kl"].sel(circuit="path_integration", seed=0).squeeze()
+    assert "noisy" in kl.quiescent.values and "noise_free" in kl.waking.values
+    assert np.isfinite(kl.sel(quiescent="noisy", waking="noisy"))
+    for name in ("training_curves", "decoded_trajectories", "error_over_time", "reactivation_path_integration_kl"):
         for ext in ("png", "pdf"):
             assert (results / "figures" / f"{name}.{ext}").stat().st_size > 1000
 

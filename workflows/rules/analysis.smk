@@ -40,3 +40,53 @@ rule normalization_summary:
         runtime=30,
     shell:
         THREADS_ENV + " recircuit normalization-summary {params.runs} --out {output} > {log} 2>&1"
+
+
+REACTIVATION_JOBS = SWEEP.jobs_for("reactivation")
+REACTIVATION_GROUPS = sorted({(c, s) for c, _, s in REACTIVATION_JOBS})
+
+
+def reactivation_runs(circuit, seed):
+    """label=run_dir for every variant of a circuit at one seed, `noisy` first (it also gives the untrained and
+    uniform rows)."""
+    variants = sorted(SWEEP.circuits[circuit].variants, key=lambda v: v != "noisy")
+    return [(v, run_dir(circuit, v, seed)) for v in variants]
+
+
+rule quiesce:
+    input:
+        model=rules.train.output.model,
+        waking=rules.evaluate.output[0],
+    output:
+        f"{RESULTS}/{{circuit}}/{{variant}}/seed{{seed}}/quiescence.nc",
+    log:
+        f"{RESULTS}/logs/quiesce/{{circuit}}_{{variant}}_seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/quiesce/{{circuit}}_{{variant}}_seed{{seed}}.tsv"
+    threads: 1
+    resources:
+        gpu=0,
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        THREADS_ENV + " recircuit quiesce $(dirname {input.model}) --out {output} --device cpu > {log} 2>&1"
+
+
+rule reactivation:
+    input:
+        lambda w: [f"{d}/{name}" for _, d in reactivation_runs(w.circuit, w.seed) for name in ("waking.nc", "quiescence.nc")],
+    output:
+        f"{RESULTS}/reactivation/{{circuit}}/seed{{seed}}.nc",
+    log:
+        f"{RESULTS}/logs/reactivation/{{circuit}}_seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/reactivation/{{circuit}}_seed{{seed}}.tsv"
+    params:
+        runs=lambda w: " ".join(f"--run {label}={d}" for label, d in reactivation_runs(w.circuit, w.seed)),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        THREADS_ENV + " recircuit reactivation {params.runs} --circuit {wildcards.circuit} --seed {wildcards.seed}"
+        " --out {output} > {log} 2>&1"

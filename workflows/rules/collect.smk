@@ -5,12 +5,8 @@ SUMMARY_INPUTS = {
     "training": lambda: run_files("train.nc"),
     "waking": lambda: run_files("waking.nc"),
     "curvature": lambda: run_files("curvature.nc", CURVATURE_JOBS),
-}
-# summary name -> figures drawn from it
-SUMMARY_FIGURES = {
-    "training": ["training_curves", "decoded_trajectories", "error_over_time"],
-    "curvature": ["curvature_vs_gap", "curvature_by_rule"],
-    "normalization": ["normalization"],
+    "reactivation": lambda: [f"{RESULTS}/reactivation/{c}/seed{s}.nc" for c, s in REACTIVATION_GROUPS],
+    "quiescence": lambda: run_files("quiescence.nc", REACTIVATION_JOBS),
 }
 
 
@@ -18,6 +14,8 @@ def summary_names():
     names = ["training", "waking"]
     if CURVATURE_JOBS:
         names.append("curvature")
+    if REACTIVATION_JOBS:
+        names += ["reactivation", "quiescence"]
     if NORMALIZATION_JOBS:
         names.append("normalization")
     return names
@@ -27,9 +25,8 @@ def summary_files():
     return [f"{RESULTS}/summary/{name}.nc" for name in summary_names()]
 
 
-def figure_files():
-    names = [figure for summary in summary_names() for figure in SUMMARY_FIGURES.get(summary, [])]
-    return [f"{RESULTS}/figures/{name}.{ext}" for name in names for ext in ("png", "pdf")]
+def figure_dir():
+    return f"{RESULTS}/figures"
 
 
 rule collect:
@@ -55,7 +52,7 @@ rule figures:
     input:
         summary_files(),
     output:
-        figure_files(),
+        directory(figure_dir()),
     log:
         f"{RESULTS}/logs/figures.log",
     benchmark:

@@ -1,10 +1,12 @@
-"""Spec section `reactivation`: the offline (quiescent) protocol of Krishna et al. (ICLR 2024)."""
+"""Spec section `reactivation`: the offline (quiescent) protocol of Krishna et al. (ICLR 2024) and its metrics."""
+
+from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from recircuit.spec_sections.base import NonNegativeInt, PositiveFloat, PositiveInt, StrictModel
+from recircuit.spec_sections.base import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, StrictModel
 
 
 class ReactivationSpec(StrictModel):
@@ -16,3 +18,31 @@ class ReactivationSpec(StrictModel):
     )
     noise_scale: PositiveFloat = Field(2**0.5, description="scaled mode: factor on the training SD (sqrt 2 = Langevin)")
     noise_sd: PositiveFloat = Field(0.01, description="absolute mode (and offline-only noise control): SD per sqrt(tau)")
+    # --- simulation details
+    seed: NonNegativeInt = Field(20_000, description="seed of the quiescent noise and of the uniform baseline draws")
+    n_trials_with_rates: NonNegativeInt = Field(20, description="quiescent trials whose hidden rates are saved")
+    rates_every_steps: PositiveInt = Field(10, description="saved hidden rates: one sample every N steps after burn-in")
+    # --- metrics
+    analysis_seed: NonNegativeInt = Field(0, description="seed of KDE subsampling and Monte-Carlo KL samples")
+    kl_samples: PositiveInt = Field(2500, description="Monte-Carlo samples from Q per KL(Q || P) estimate")
+    kde_max_points: PositiveInt | None = Field(
+        20_000,
+        description="KDEs are fitted on at most this many points (random subsample); null = all points",
+    )
+    kde_floor_sd: PositiveFloat = Field(
+        0.005, description="jitter SD (m or rad) added when a sample is degenerate (singular covariance)"
+    )
+    coverage_bin_m: PositiveFloat = Field(0.1, description="side of the square spatial bins of coverage/occupancy, m")
+    coverage_bin_deg: PositiveFloat = Field(10.0, description="width of the heading bins of coverage/occupancy, deg")
+    arena_margin_m: NonNegativeFloat = Field(
+        0.1, description="occupancy bins extend this far beyond the arena walls (trajectories overshoot), m"
+    )
+    pca_components: PositiveInt = Field(10, description="top-k waking principal components of the PCA fraction")
+
+    @model_validator(mode="after")
+    def _burn_in_fits(self) -> ReactivationSpec:
+        if self.burn_in_steps >= self.duration_steps:
+            raise ValueError(
+                f"burn_in_steps ({self.burn_in_steps}) must be smaller than duration_steps ({self.duration_steps})"
+            )
+        return self

@@ -1,0 +1,328 @@
+"""Quiescence: trained circuits with the input removed and recurrent noise on (Krishna et al. ICLR 2024, section 3).
+
+Every trial starts from the encoded start state of a held-out waking trial (the `evaluation.seed` trials of
+`recircuit evaluate`, so waking and quiescent trial i share a start), runs `reactivation.duration_steps` steps with
+all-zero input and no input noise, and the decoded outputs after `reactivation.burn_in_steps` are kept.
+
+Conditions (a fixed list, so files of different runs combine; a condition that does not apply is all-NaN):
+
+- ``trained``: the trained circuit; offline SD from `reactivation.noise_mode` (same / scaled / absolute).
+- ``offline_noise``: only for circuits trained noise-free: the same circuit with `reactivation.noise_sd` standing
+  in for the training SD (scaled mode: sqrt(2) x noise_sd, the reference's "quiescent_noisy" control).
+- ``untrained``: a freshly initialised circuit of the same spec (training.seed weights), noise as ``trained``
+  (or as ``offline_noise`` when the spec is noise-free).
+- ``uniform``: no network; positions uniform in the arena, headings uniform on the ring (the analytic baseline).
+
+The noise of a network condition is zero-mean Gaussian with per-step SD ``sd * sqrt(dt/tau)``, the spec's
+convention; all network conditions use the same noise seed (common random numbers).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+from pydantic import ValidationError
+
+from recircuit.circuit.io import build_circuit, load_model
+from recircuit.circuit.network import EICircuit, Noise
+from recircuit.learning.evaluate import unit_coords
+from recircuit.learning.train import device_description, resolve_device
+from recircuit.results import label, provenance, save_dataset, with_sweep_dims
+from recircuit.spec import CircuitSpec, SpecError, parse_override
+from recircuit.spec_sections.reactivation import ReactivationSpec
+
+QUIESCENCE_FILE = "quiescence.nc"
+CONDITIONS: tuple[str, ...] = ("trained", "offline_noise", "untrained", "uniform")
+NETWORK_CONDITIONS: tuple[str, ...] = ("trained", "offline_noise", "untrained")
+CHUNK_STEPS = 100  # quiescent steps simulated per chunk (bounds memory: noise and rates of one chunk)
+COMPRESSION = {"zlib": True, "complevel": 4}
+
+
+# ------------------------------------------------------------------------------------------------------ the spec
+def with_reactivation_overrides(spec: CircuitSpec, overrides: Sequence[str]) -> CircuitSpec:
+    """The spec with ``reactivation.<field>=value`` overrides applied (the trained circuit itself is fixed)."""
+    if not overrides:
+        return spec
+    section = spec.reactivation.model_dump()
+    problems: list[str] = []
+    for text in overrides:
+        try:
+            key, value = parse_override(text)
+        except ValueError as exc:
+            problems.append(f"--set {text}: {exc}")
+            continue
+        parts = key.split(".")
+        if len(parts) != 2 or parts[0] != "reactivation":
+            problems.append(f"--set {text}: {key}: only reactivation.<field> can be set here (the circuit is trained)")
+            continue
+        section[parts[1]] = value
+    if problems:
+        raise SpecError(problems)
+    try:
+        reactivation = ReactivationSpec.model_validate(section)
+    except ValidationError as exc:
+        raise SpecError(
+            [
+                f"--set: reactivation.{'.'.join(map(str, err['loc'])) or '(section)'}: "
+                f"{err['msg'].removeprefix('Value error, ')}"
+                for err in exc.errors(include_url=False)
+            ]
+        ) from None
+    return spec.model_copy(update={"reactivation": reactivation})
+
+
+def condition_noise_sd(rs: ReactivationSpec, training_sd: float) -> dict[str, float | None]:
+    """Offline recurrent noise SD (per sqrt(tau)) of each network condition; None = condition not simulated."""
+
+    def offline(sd: float) -> float:
+        if rs.noise_mode == "same":
+            return sd
+        if rs.noise_mode == "scaled":
+            return rs.noise_scale * sd
+        return rs.noise_sd
+
+    noise_free = training_sd == 0
+    return {
+        "trained": offline(training_sd),
+        "offline_noise": offline(rs.noise_sd) if noise_free else None,
+        "untrained": offline(rs.noise_sd if noise_free else training_sd),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------- simulation
+def waking_start(model: EICircuit, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(initial states, initial cell codes) of the held-out waking trials, drawn exactly as `evaluate` draws them."""
+    spec, ev = model.spec, model.spec.evaluation
+    steps = ev.sequence_steps or spec.task.sequence_steps
+    generator = torch.Generator(device).manual_seed(ev.seed)
+    trials = model.task.sample(ev.n_trials, steps, generator)
+    return trials.initial_state, trials.initial_code
+
+
+@torch.no_grad()
+def quiescent_run(
+    model: EICircuit,
+    decode: Callable[[torch.Tensor], torch.Tensor],
+    initial_rates: torch.Tensor,
+    *,
+    steps: int,
+    burn_in: int,
+    noise_sd: float,
+    generator: torch.Generator,
+    rate_trials: int = 0,
+    rates_every: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``model`` with zero input from ``initial_rates`` (batch, units) for ``steps`` steps.
+
+    noise_sd is the recurrent SD per sqrt(tau) (0 = deterministic). Returns the decoded outputs after the burn-in,
+    (batch, steps - burn_in, state_dims), and the rates of the first ``rate_trials`` trials at steps
+    burn_in + rates_every * j (j >= 1), shape (rate_trials, n_samples, units).
+    """
+    batch, device = initial_rates.shape[0], initial_rates.device
+    step_sd = noise_sd * math.sqrt(model.alpha)
+    n_inputs = model.input_raw.shape[1]
+    rates = initial_rates
+    decoded, kept_rates = [], []
+    for start in range(0, steps, CHUNK_STEPS):
+        length = min(CHUNK_STEPS, steps - start)
+        recurrent = (
+            torch.randn(length, batch, model.n_units, generator=generator, device=device).mul_(step_sd)
+            if step_sd > 0
+            else None
+        )
+        zeros = torch.zeros(batch, length, n_inputs, device=device)
+        history = model.run(zeros, rates, Noise(recurrent, None))
+        rates = history[:, -1]
+        if not torch.isfinite(rates).all():
+            raise RuntimeError(f"quiescent rates became non-finite by step {start + length} (noise SD {noise_sd})")
+        step_numbers = torch.arange(start + 1, start + length + 1)  # 1-based index of each simulated step
+        keep = step_numbers > burn_in
+        if keep.any():
+            decoded.append(decode(model.readout(history[:, keep.to(device)])))
+        sampled = keep & ((step_numbers - burn_in) % rates_every == 0)
+        if rate_trials > 0 and sampled.any():
+            kept_rates.append(history[:rate_trials, sampled.to(device)])
+    rate_tensor = (
+        torch.cat(kept_rates, 1) if kept_rates else torch.zeros(rate_trials, 0, model.n_units, device=device)
+    )
+    return torch.cat(decoded, 1), rate_tensor
+
+
+def uniform_states(task_spec, batch: int, steps: int, generator: torch.Generator) -> torch.Tensor:
+    """The analytic baseline: positions uniform in the arena (m) or headings uniform on [-pi, pi) (rad)."""
+    if task_spec.kind == "path_integration":
+        return (torch.rand(batch, steps, 2, generator=generator) * 2 - 1) * (task_spec.arena_m / 2)
+    return (torch.rand(batch, steps, 1, generator=generator) * 2 - 1) * math.pi
+
+
+# --------------------------------------------------------------------------------------------------- the dataset
+def output_variance_of(kind: str, decoded: np.ndarray) -> float:
+    """Mean over trials of the per-trajectory output variance (see recircuit.analysis.reactivation)."""
+    from recircuit.analysis.reactivation import circular_output_variance, output_variance
+
+    if np.isnan(decoded).all():
+        return float("nan")
+    return output_variance(decoded) if kind == "path_integration" else circular_output_variance(decoded[..., 0])
+
+
+@torch.no_grad()
+def quiesce(
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    *,
+    overrides: Sequence[str] = (),
+    device: str = "auto",
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Quiesce the trained circuit of ``run_dir`` under every condition and write quiescence.nc."""
+    run_dir = Path(run_dir)
+    dev = resolve_device(device)
+    model = load_model(run_dir, dev)
+    spec = with_reactivation_overrides(model.spec, overrides)
+    rs, task, kind = spec.reactivation, model.task, spec.task.kind
+    n, steps, burn_in = rs.n_trials, rs.duration_steps, rs.burn_in_steps
+    kept_steps = steps - burn_in
+    n_rates = min(rs.n_trials_with_rates, n)
+    n_rate_samples = kept_steps // rs.rates_every_steps
+    state_dims = 2 if kind == "path_integration" else 1
+
+    initial_state, initial_code = waking_start(model, dev)
+    start_trial = torch.arange(n) % initial_state.shape[0]  # more quiescent than waking trials: starts repeat
+    initial_state, initial_code = initial_state[start_trial], initial_code[start_trial]
+
+    training_sd = spec.network.noise.recurrent_sd
+    sds = condition_noise_sd(rs, training_sd)
+    untrained, _ = build_circuit(spec, dev)
+    untrained.eval()
+    circuits = {"trained": model, "offline_noise": model, "untrained": untrained}
+
+    decoded = np.full((len(CONDITIONS), n, kept_steps, state_dims), np.nan, dtype=np.float32)
+    rates = np.full((len(CONDITIONS), n_rates, n_rate_samples, model.n_units), np.nan, dtype=np.float32)
+    noise_used = np.full(len(CONDITIONS), np.nan)
+    simulated = np.zeros(len(CONDITIONS), dtype=np.int8)
+    for i, condition in enumerate(NETWORK_CONDITIONS):
+        sd = sds[condition]
+        if sd is None:
+            continue
+        circuit = circuits[condition]
+        log(f"quiescence {condition}: {n} trials x {steps} steps, recurrent noise SD {sd:.4g} per sqrt(tau)")
+        generator = torch.Generator(dev).manual_seed(rs.seed)
+        out_decoded, out_rates = quiescent_run(
+            circuit,
+            task.decode,
+            circuit.initial_rates(initial_code),
+            steps=steps,
+            burn_in=burn_in,
+            noise_sd=sd,
+            generator=generator,
+            rate_trials=n_rates,
+            rates_every=rs.rates_every_steps,
+        )
+        decoded[i] = out_decoded.cpu().numpy()
+        rates[i] = out_rates.cpu().numpy()
+        noise_used[i] = sd
+        simulated[i] = 1
+    uniform_index = CONDITIONS.index("uniform")
+    decoded[uniform_index] = uniform_states(spec.task, n, kept_steps, torch.Generator().manual_seed(rs.seed)).numpy()
+    simulated[uniform_index] = 1
+
+    dt = spec.task.dt_s
+    what = "position" if kind == "path_integration" else "heading"
+    variance_units = "m2" if kind == "path_integration" else "rad2"
+    variances = np.array([output_variance_of(kind, decoded[i]) for i in range(len(CONDITIONS))])
+    if kind == "path_integration":
+        states = {
+            "decoded_position": label(
+                xr.DataArray(decoded, dims=("condition", "trial", "time", "space")),
+                "decoded position during quiescence (after burn-in)",
+                "m",
+            ),
+            "start_position": label(
+                xr.DataArray(initial_state.cpu().numpy(), dims=("trial", "space")),
+                "start position (that of the held-out waking trial)",
+                "m",
+            ),
+        }
+    else:
+        states = {
+            "decoded_heading": label(
+                xr.DataArray(decoded[..., 0], dims=("condition", "trial", "time")),
+                "decoded heading during quiescence (after burn-in)",
+                "rad",
+            ),
+            "start_heading": label(
+                xr.DataArray(initial_state[:, 0].cpu().numpy(), dims="trial"),
+                "start heading (that of the held-out waking trial)",
+                "rad",
+            ),
+        }
+    data = {
+        **states,
+        "start_trial": label(
+            xr.DataArray(start_trial.numpy(), dims="trial"), "held-out waking trial whose start state is used", "1"
+        ),
+        "rates": label(
+            xr.DataArray(rates, dims=("condition", "rate_trial", "rate_time", "unit")),
+            "hidden unit rates during quiescence (first trials, subsampled in time)",
+            "1",
+        ),
+        "noise_sd": label(
+            xr.DataArray(noise_used, dims="condition"),
+            "offline recurrent noise SD per sqrt(tau) (per-step SD = sd * sqrt(dt/tau)); NaN: no network",
+            "1",
+        ),
+        "simulated": label(
+            xr.DataArray(simulated, dims="condition"), "1 if the condition applies to this circuit, else 0", "1"
+        ),
+        f"{what}_variance": label(
+            xr.DataArray(variances, dims="condition"),
+            f"per-trajectory variance of the decoded {what} after burn-in, mean over trials"
+            + (" (trace of covariance)" if kind == "path_integration" else " (wrapped-normal variance -2 ln R)"),
+            variance_units,
+        ),
+    }
+    coords = {
+        "condition": label(xr.DataArray(list(CONDITIONS), dims="condition"), "quiescent condition", "1"),
+        "trial": label(xr.DataArray(np.arange(n), dims="trial"), "quiescent trial", "1"),
+        "time": label(
+            xr.DataArray((burn_in + 1 + np.arange(kept_steps)) * dt, dims="time"), "time since input removal", "s"
+        ),
+        "rate_trial": label(xr.DataArray(np.arange(n_rates), dims="rate_trial"), "trial with saved rates", "1"),
+        "rate_time": label(
+            xr.DataArray((burn_in + rs.rates_every_steps * (1 + np.arange(n_rate_samples))) * dt, dims="rate_time"),
+            "time since input removal of the saved rates",
+            "s",
+        ),
+        **unit_coords(model.n_exc, model.n_inh, model.dale),
+    }
+    if kind == "path_integration":
+        coords["space"] = label(xr.DataArray(["x", "y"], dims="space"), "spatial axis", "1")
+    meta = model.meta
+    attrs = {
+        **provenance(
+            spec, circuit=meta["circuit"], variant=meta["variant"], seed=meta["seed"], device=device_description(dev)
+        ),
+        "task_kind": kind,
+        "dt_s": dt,
+        "training_recurrent_sd": training_sd,
+        "noise_mode": rs.noise_mode,
+        "noise_scale": rs.noise_scale,
+        "duration_steps": steps,
+        "burn_in_steps": burn_in,
+        "quiescence_seed": rs.seed,
+        "evaluation_seed": spec.evaluation.seed,
+        "input": "all-zero input, no input noise",
+    }
+    if kind == "path_integration":
+        attrs["arena_m"] = spec.task.arena_m
+    ds = xr.Dataset(data, coords=coords, attrs=attrs)
+    for name in ("decoded_position", "decoded_heading", "rates"):
+        if name in ds:
+            ds[name].encoding.update(COMPRESSION)
+    ds = with_sweep_dims(ds, circuit=meta["circuit"], variant=meta["variant"], seed=meta["seed"])
+    return save_dataset(ds, Path(out) if out else run_dir / QUIESCENCE_FILE)

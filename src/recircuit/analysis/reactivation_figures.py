@@ -1,0 +1,310 @@
+"""Figures of offline reactivation, from the collected summary datasets only (never from models).
+
+Inputs are reactivation.nc files combined over seeds (and circuits) with xr.combine_by_coords, dims
+(circuit, variant, seed, quiescent, waking, ...), and optionally quiescence.nc combined the same way. Every
+function writes PNG and PDF with matplotlib's Agg canvas (no pyplot state) and returns the paths it wrote.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import PowerNorm
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from recircuit.results import open_dataset
+
+QUIESCENT_COLOUR = "tab:blue"
+WAKING_COLOUR = "tab:orange"
+
+
+def _save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
+    """Write ``name``.png (150 dpi) and ``name``.pdf into out_dir."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
+    for path in paths:
+        fig.savefig(path, dpi=150, bbox_inches="tight")
+    return paths
+
+
+def _selections(ds: xr.Dataset, required: str) -> Iterator[tuple[str, xr.Dataset]]:
+    """(name, dataset with dims seed, quiescent, waking, ...) per circuit and variant that has ``required`` data."""
+    if required not in ds:
+        return
+    circuits = ds["circuit"].values if "circuit" in ds.dims else [None]
+    variants = ds["variant"].values if "variant" in ds.dims else [None]
+    for circuit in circuits:
+        for variant in variants:
+            sel = {k: v for k, v in (("circuit", circuit), ("variant", variant)) if v is not None}
+            sub = ds.sel(sel)
+            if "seed" not in sub.dims:
+                sub = sub.expand_dims(seed=[0])
+            if not np.isfinite(sub[required].values).any():
+                continue
+            sub = _drop_empty(sub)
+            name = "_".join(str(v) for v in (circuit, variant) if v is not None and str(v) != "all")
+            yield name or "reactivation", sub
+
+
+def _drop_empty(sub: xr.Dataset) -> xr.Dataset:
+    """Drop quiescent rows and waking columns without any KL value (labels another circuit had)."""
+    kl = sub["kl"]
+    keep_q = np.isfinite(kl.values).any(axis=tuple(i for i, d in enumerate(kl.dims) if d != "quiescent"))
+    keep_w = np.isfinite(kl.values).any(axis=tuple(i for i, d in enumerate(kl.dims) if d != "waking"))
+    return sub.isel(quiescent=np.flatnonzero(keep_q), waking=np.flatnonzero(keep_w))
+
+
+def _own_waking(sub: xr.Dataset, quiescent: str) -> str:
+    """The waking column of the run a quiescent row comes from (the first column for untrained and uniform)."""
+    run = str(sub["quiescent_run"].sel(quiescent=quiescent).values.reshape(-1)[0])
+    wakings = [str(w) for w in sub["waking"].values]
+    cond = str(sub["quiescent_condition"].sel(quiescent=quiescent).values.reshape(-1)[0])
+    return run if run in wakings and cond in ("trained", "offline_noise") else wakings[0]
+
+
+def _mean_sd(da: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and SD (ddof 1) over seeds, ignoring NaN; SD 0 where fewer than two seeds have a value."""
+    values = da.transpose("seed", ...).values.astype(float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells stay NaN
+        mean = np.nanmean(values, axis=0)
+        sd = np.nanstd(values, axis=0, ddof=1) if values.shape[0] > 1 else np.zeros_like(mean)
+    return mean, np.nan_to_num(sd)
+
+
+# ---------------------------------------------------------------------------------------------------- occupancy
+def occupancy_figures(ds: xr.Dataset, out_dir: Path) -> list[Path]:
+    """Waking occupancy (top row) beside quiescent decoded positions per condition (bottom row), mean over seeds."""
+    paths: list[Path] = []
+    for name, sub in _selections(ds, "occupancy"):
+        waking, quiescent = list(sub["waking"].values), list(sub["quiescent"].values)
+        cols = max(len(waking), len(quiescent))
+        fig = Figure(figsize=(2.6 * cols, 5.4), layout="constrained")
+        axes = fig.subplots(2, cols, squeeze=False)
+        x, y = sub["x_bin"].values, sub["y_bin"].values
+        step = x[1] - x[0] if len(x) > 1 else 1.0
+        extent = (x[0] - step / 2, x[-1] + step / 2, y[0] - step / 2, y[-1] + step / 2)
+        wake = sub["waking_occupancy"].mean("seed")
+        quiet = sub["occupancy"].mean("seed")
+        vmax = float(max(np.nanmax(wake.values), np.nanmax(quiet.values)))
+        norm = PowerNorm(0.5, vmin=0.0, vmax=vmax)  # square-root scale: sparse occupancy stays visible
+        image = None
+        for j, ax in enumerate(axes[0]):
+            if j >= len(waking):
+                ax.set_axis_off()
+                continue
+            image = ax.imshow(
+                wake.sel(waking=waking[j]).transpose("y_bin", "x_bin").values,
+                origin="lower", extent=extent, norm=norm, cmap="viridis",
+            )
+            ax.set_title(f"awake: {waking[j]}", fontsize=9)
+        kl = sub["kl"].mean("seed")
+        for j, ax in enumerate(axes[1]):
+            if j >= len(quiescent):
+                ax.set_axis_off()
+                continue
+            q = quiescent[j]
+            own = _own_waking(sub, q)
+            ax.imshow(
+                quiet.sel(quiescent=q).transpose("y_bin", "x_bin").values,
+                origin="lower", extent=extent, norm=norm, cmap="viridis",
+            )
+            ax.set_title(f"offline: {q}\nKL vs {own}: {float(kl.sel(quiescent=q, waking=own)):.2f} nat", fontsize=9)
+        for ax in axes.flat:
+            if ax.axison:
+                ax.set_xlabel("x (m)")
+                ax.set_ylabel("y (m)")
+                ax.set_aspect("equal")
+        if image is not None:
+            fig.colorbar(image, ax=axes, shrink=0.8, label="fraction of samples per bin (square-root scale)")
+        fig.suptitle(f"{name}: decoded position, awake vs offline (mean over {sub.sizes['seed']} seeds)")
+        paths += _save(fig, out_dir, f"reactivation_{name}_occupancy")
+    return paths
+
+
+# ------------------------------------------------------------------------------------------------------- KL matrix
+def kl_matrix_figures(ds: xr.Dataset, out_dir: Path) -> list[Path]:
+    """Heatmap of KL(quiescent || waking), mean over seeds, annotated with mean (and SD over seeds)."""
+    paths: list[Path] = []
+    for name, sub in _selections(ds, "kl"):
+        mean, sd = _mean_sd(sub["kl"].transpose("seed", "quiescent", "waking"))
+        quiescent, waking = list(sub["quiescent"].values), list(sub["waking"].values)
+        fig = Figure(figsize=(1.4 * len(waking) + 2.8, 0.55 * len(quiescent) + 1.8), layout="constrained")
+        ax = fig.subplots()
+        image = ax.imshow(mean, cmap="magma_r", aspect="auto")
+        finite = mean[np.isfinite(mean)]
+        threshold = 0.5 * (finite.min() + finite.max()) if finite.size else 0.0
+        for i in range(len(quiescent)):
+            for j in range(len(waking)):
+                if not np.isfinite(mean[i, j]):
+                    continue
+                text = f"{mean[i, j]:.2f}" + (f"\n±{sd[i, j]:.2f}" if sub.sizes["seed"] > 1 else "")
+                colour = "white" if mean[i, j] > threshold else "black"
+                ax.text(j, i, text, ha="center", va="center", fontsize=8, color=colour)
+        ax.set_xticks(range(len(waking)), waking, rotation=30, ha="right")
+        ax.set_yticks(range(len(quiescent)), quiescent)
+        ax.set_xlabel("waking distribution P (run)")
+        ax.set_ylabel("quiescent distribution Q")
+        fig.colorbar(image, ax=ax, label="KL(Q || P) (nat)")
+        ax.set_title(f"{name}: KL(quiescent || waking), mean over {sub.sizes['seed']} seeds", fontsize=10)
+        paths += _save(fig, out_dir, f"reactivation_{name}_kl")
+    return paths
+
+
+# -------------------------------------------------------------------------------------------- variance, step size
+def _bars(ax, labels: list[str], values: np.ndarray, colours: list[str]) -> None:
+    """Bars of the seed mean with SD error bars and one dot per seed; values (seed, bar)."""
+    mean, sd = _mean_sd(xr.DataArray(values, dims=("seed", "bar")))
+    positions = np.arange(len(labels))
+    ax.bar(positions, mean, yerr=sd, color=colours, alpha=0.7, capsize=3)
+    for s in range(values.shape[0]):
+        ax.plot(positions, values[s], "k.", markersize=4)
+    ax.set_xticks(positions, labels, rotation=35, ha="right")
+
+
+def dynamics_figures(ds: xr.Dataset, out_dir: Path) -> list[Path]:
+    """Output variance after burn-in and mean step size per condition (bars: mean and SD over seeds)."""
+    paths: list[Path] = []
+    for what, space_units, var_units in (("position", "m", "m²"), ("heading", "rad", "rad²")):
+        paths += _dynamics(ds, out_dir, what, space_units, var_units)
+    return paths
+
+
+def _dynamics(ds: xr.Dataset, out_dir: Path, what: str, space_units: str, var_units: str) -> list[Path]:
+    paths: list[Path] = []
+    for name, sub in _selections(ds, f"{what}_variance"):
+        quiescent, waking = list(sub["quiescent"].values), list(sub["waking"].values)
+        fig = Figure(figsize=(4 + 0.6 * (len(quiescent) + len(waking)), 3.8), layout="constrained")
+        ax_var, ax_step = fig.subplots(1, 2)
+        q_labels = [f"offline: {q}" for q in quiescent]
+        w_labels = [f"awake: {w}" for w in waking]
+        variance = sub[f"{what}_variance"].transpose("seed", "quiescent").values
+        _bars(ax_var, q_labels, variance, [QUIESCENT_COLOUR] * len(q_labels))
+        ax_var.set_ylabel(f"decoded {what} variance ({var_units})")
+        ax_var.set_title("spread of each offline trajectory after burn-in", fontsize=9)
+        steps = np.concatenate(
+            [
+                sub[f"{what}_step"].transpose("seed", "quiescent").values,
+                sub[f"waking_{what}_step"].transpose("seed", "waking").values,
+            ],
+            axis=1,
+        )
+        _bars(ax_step, q_labels + w_labels, steps, [QUIESCENT_COLOUR] * len(q_labels) + [WAKING_COLOUR] * len(w_labels))
+        ax_step.set_ylabel(f"mean step ({space_units} per time step)")
+        ax_step.set_title("step of the decoded output, offline vs awake", fontsize=9)
+        fig.suptitle(f"{name}: offline dynamics ({sub.sizes['seed']} seeds)")
+        paths += _save(fig, out_dir, f"reactivation_{name}_dynamics")
+    return paths
+
+
+# ------------------------------------------------------------------------------------------------------- headings
+def heading_figures(ds: xr.Dataset, out_dir: Path) -> list[Path]:
+    """Polar histograms of offline headings (bars) against the waking headings (line), mean over seeds."""
+    paths: list[Path] = []
+    for name, sub in _selections(ds, "heading_occupancy"):
+        quiescent = list(sub["quiescent"].values)
+        cols = min(len(quiescent), 3)
+        rows = math.ceil(len(quiescent) / cols)
+        fig = Figure(figsize=(3.3 * cols, 3.5 * rows), layout="constrained")
+        centres = sub["heading_bin"].values
+        width = centres[1] - centres[0] if len(centres) > 1 else 2 * math.pi
+        quiet = sub["heading_occupancy"].mean("seed")
+        wake = sub["waking_heading_occupancy"].mean("seed")
+        velocity = sub["angular_velocity"].transpose("seed", "quiescent").values
+        for i, q in enumerate(quiescent):
+            ax = fig.add_subplot(rows, cols, i + 1, projection="polar")
+            own = _own_waking(sub, q)
+            offline = quiet.sel(quiescent=q).values
+            ax.bar(centres, offline, width=width, color=QUIESCENT_COLOUR, alpha=0.6, label="offline")
+            closed = np.append(centres, centres[0])
+            ax.plot(closed, np.append(wake.sel(waking=own).values, wake.sel(waking=own).values[0]),
+                    color=WAKING_COLOUR, label=f"awake ({own})")
+            omega = velocity[:, i]
+            spread = f" ± {np.nanstd(omega, ddof=1):.2f}" if np.isfinite(omega).sum() > 1 else ""
+            ax.set_title(f"offline: {q}\nmean angular velocity {np.nanmean(omega):+.2f}{spread} rad/s", fontsize=9)
+            ax.set_xlabel("heading (deg); radius: fraction of samples per bin", fontsize=7)
+            ax.tick_params(labelsize=7)
+            ax.yaxis.set_major_locator(MaxNLocator(3))
+            ax.set_rlabel_position(200)
+            if i == 0:
+                fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=8)
+        fig.suptitle(f"{name}: decoded heading, offline vs awake ({sub.sizes['seed']} seeds)")
+        paths += _save(fig, out_dir, f"reactivation_{name}_headings")
+    return paths
+
+
+# -------------------------------------------------------------------------------------------------- trajectories
+def trajectory_figures(quiescence: xr.Dataset, out_dir: Path, n_trials: int = 3, n_steps: int = 300) -> list[Path]:
+    """A few offline decoded trajectories (first seed) per variant and network condition, from quiescence.nc."""
+    paths: list[Path] = []
+    circuits = quiescence["circuit"].values if "circuit" in quiescence.dims else [None]
+    for circuit in circuits:
+        sub = quiescence.sel(circuit=circuit) if circuit is not None else quiescence
+        if "seed" in sub.dims:
+            sub = sub.isel(seed=0)
+        present = [v for v in ("decoded_position", "decoded_heading") if v in sub and np.isfinite(sub[v].values).any()]
+        if not present:
+            continue
+        var = present[0]
+        circular = var == "decoded_heading"
+        variants = list(sub["variant"].values) if "variant" in sub.dims else [None]
+        conditions = [c for c in ("trained", "offline_noise", "untrained") if c in sub["condition"].values]
+        fig = Figure(figsize=(3 * len(conditions), 3 * len(variants)), layout="constrained")
+        axes = fig.subplots(len(variants), len(conditions), squeeze=False)
+        drew = False
+        for i, variant in enumerate(variants):
+            v = sub.sel(variant=variant) if variant is not None else sub
+            for j, condition in enumerate(conditions):
+                ax = axes[i, j]
+                data = v[var].sel(condition=condition).isel(trial=slice(0, n_trials), time=slice(0, n_steps))
+                if not np.isfinite(data.values).any():
+                    ax.set_axis_off()
+                    continue
+                drew = True
+                for t in range(data.sizes["trial"]):
+                    if circular:
+                        ax.plot(data["time"].values, data.isel(trial=t).values, ".", markersize=1.5)
+                    else:
+                        path = data.isel(trial=t)  # markers show a path that stopped at a fixed point
+                        ax.plot(path.sel(space="x"), path.sel(space="y"), lw=0.7, marker=".", markersize=2)
+                if circular:
+                    ax.set_xlabel("time since input removal (s)")
+                    ax.set_ylabel("decoded heading (rad)")
+                    ax.set_ylim(-math.pi, math.pi)
+                else:
+                    half = float(quiescence.attrs.get("arena_m", 2.2)) / 2
+                    ax.set_xlim(-half, half)
+                    ax.set_ylim(-half, half)
+                    ax.set_aspect("equal")
+                    ax.set_xlabel("x (m)")
+                    ax.set_ylabel("y (m)")
+                ax.set_title(f"{variant}: {condition}", fontsize=9)
+        if not drew:
+            continue
+        fig.suptitle(f"{circuit}: offline decoded trajectories (first {n_steps} steps after burn-in, seed 0 of sweep)")
+        paths += _save(fig, out_dir, f"reactivation_{circuit}_trajectories")
+    return paths
+
+
+def make_reactivation_figures(summary_dir: Path, out_dir: Path) -> list[Path]:
+    """Every reactivation figure from ``summary_dir/*reactivation*.nc`` (and ``*quiescence*.nc`` if present)."""
+    summary_dir, out_dir = Path(summary_dir), Path(out_dir)
+    files = sorted(summary_dir.glob("*reactivation*.nc"))
+    if not files:
+        raise FileNotFoundError(f"no reactivation summary (*reactivation*.nc) in {summary_dir}")
+    paths: list[Path] = []
+    for path in files:
+        ds = open_dataset(path)
+        for make in (occupancy_figures, kl_matrix_figures, dynamics_figures, heading_figures):
+            paths += make(ds, out_dir)
+    for path in sorted(summary_dir.glob("*quiescence*.nc")):
+        paths += trajectory_figures(open_dataset(path), out_dir)
+    return paths

@@ -1,0 +1,353 @@
+"""Offline reactivation: KL estimator, metrics on hand-made data, quiescence, the reactivation table, CLI, figures."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from scipy.special import i0, i1
+
+from recircuit.analysis import reactivation as R
+from recircuit.analysis.quiescence import (
+    CONDITIONS,
+    condition_noise_sd,
+    quiesce,
+    quiescent_run,
+    with_reactivation_overrides,
+)
+from recircuit.circuit.io import build_circuit, save_model
+from recircuit.cli import main
+from recircuit.learning.evaluate import evaluate
+from recircuit.results import combine, open_dataset
+from recircuit.spec import SpecError, load_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "network.n_exc=26",
+    "network.n_inh=6",
+    "training.batch_size=16",
+    "task.sequence_steps=30",
+    "training.device=cpu",
+    "evaluation.n_trials=16",
+    "evaluation.n_trials_with_rates=4",
+    "reactivation.duration_steps=150",
+    "reactivation.burn_in_steps=100",
+    "reactivation.n_trials=16",
+    "reactivation.n_trials_with_rates=4",
+    "reactivation.kl_samples=500",
+]
+
+
+def tiny_spec(task: str = "path_integration", extra: list[str] = ()):
+    cells = "task.place_cells.n_cells=64" if task == "path_integration" else "task.hd_cells.n_cells=64"
+    return load_spec(ROOT / "circuits" / f"{task}.yaml", [*TINY, cells, *extra])
+
+
+class Gaussian:
+    """Exact 2-D Gaussian density (test helper)."""
+
+    def __init__(self, mean, cov):
+        self.mean, self.cov = np.asarray(mean, float), np.asarray(cov, float)
+
+    def sample(self, n, rng):
+        return rng.multivariate_normal(self.mean, self.cov, size=n)
+
+    def pdf(self, x):
+        d = x - self.mean
+        inv = np.linalg.inv(self.cov)
+        return np.exp(-0.5 * np.einsum("ni,ij,nj->n", d, inv, d)) / (2 * np.pi * np.sqrt(np.linalg.det(self.cov)))
+
+
+def gaussian_kl(m0, s0, m1, s1) -> float:
+    inv = np.linalg.inv(s1)
+    d = np.asarray(m1) - np.asarray(m0)
+    return 0.5 * (np.trace(inv @ s0) + d @ inv @ d - len(d) + np.log(np.linalg.det(s1) / np.linalg.det(s0)))
+
+
+# ------------------------------------------------------------------------------------------------------ estimator
+def test_kde_kl_recovers_gaussian_kl_within_10_percent():
+    rng = np.random.default_rng(1)
+    # P (waking) broader than Q, as for reactivation; a Q reaching far into P's sparse KDE tails biases KL upwards
+    m0, s0, m1, s1 = [0.0, 0.0], np.eye(2), [1.5, 0.0], np.array([[2.0, 0.3], [0.3, 1.5]])
+    q = R.PlanarKde(rng.multivariate_normal(m0, s0, 10_000), rng)
+    p = R.PlanarKde(rng.multivariate_normal(m1, s1, 10_000), rng)
+    exact = gaussian_kl(m0, s0, m1, s1)
+    estimate = R.kl_divergence(q, p, 2500, np.random.default_rng(2))
+    assert exact == pytest.approx(0.7153, abs=1e-3)
+    assert estimate == pytest.approx(exact, rel=0.10)
+    assert R.kl_divergence(q, R.PlanarKde(rng.multivariate_normal(m0, s0, 10_000), rng), 2500, rng) < 0.05
+
+
+def test_kl_with_exact_uniform_density():
+    rng = np.random.default_rng(3)
+    arena = R.UniformSquare(2.2)
+    assert R.kl_divergence(arena, R.UniformSquare(2.2), 1000, rng) == 0.0
+    # a Gaussian well inside the box against the joint uniform density 1/L^2: -H(N) + log L^2
+    s = 0.2
+    exact = -(1 + math.log(2 * math.pi * s**2)) + 2 * math.log(2.2)
+    gauss = Gaussian([0.1, -0.2], s**2 * np.eye(2))
+    assert R.kl_divergence(gauss, arena, 20_000, rng) == pytest.approx(exact, rel=0.02)
+    kde = R.PlanarKde(gauss.sample(5000, rng), rng)
+    assert R.kl_divergence(kde, arena, 2000, rng) == pytest.approx(exact, rel=0.05)
+    # the uniform baseline against a KDE of uniform points: ~0 (only the KDE's smoothing at the walls)
+    uniform_kde = R.PlanarKde(arena.sample(5000, rng), rng)
+    assert 0 <= R.kl_divergence(arena, uniform_kde, 2000, rng) < 0.15
+
+
+def test_circular_kde_wraps_and_matches_von_mises_kl():
+    rng = np.random.default_rng(4)
+    ring = R.UniformCircle()
+    uniform_kde = R.CircularKde(ring.sample(5000, rng), rng)
+    assert abs(R.kl_divergence(ring, uniform_kde, 2000, rng)) < 0.02  # no edge on the ring
+    grid = np.linspace(-np.pi, np.pi, 1001)[:-1]
+    assert uniform_kde.pdf(grid).mean() * 2 * np.pi == pytest.approx(1.0, rel=1e-3)  # integrates to 1
+    kappa = 2.0
+    angles = R.wrap(rng.vonmises(np.pi, kappa, 5000))  # centred on the +-pi seam
+    kde = R.CircularKde(angles, rng)
+    assert kde.pdf(grid).mean() * 2 * np.pi == pytest.approx(1.0, rel=1e-3)
+    exact = kappa * i1(kappa) / i0(kappa) - math.log(i0(kappa))
+    assert R.kl_divergence(kde, ring, 2000, rng) == pytest.approx(exact, rel=0.10)
+    peak = np.exp(kappa) / (2 * np.pi * i0(kappa))
+    assert kde.pdf(np.array([np.pi - 0.01, -np.pi + 0.01])) == pytest.approx(np.full(2, peak), rel=0.15)
+
+
+def test_kl_clips_ratio_and_degenerate_sample_is_jittered():
+    rng = np.random.default_rng(5)
+    point_mass = R.PlanarKde(np.zeros((500, 2)), rng, floor_sd=0.01)  # singular covariance: jittered
+    far = Gaussian([5.0, 5.0], 0.01 * np.eye(2))
+    assert R.kl_divergence(point_mass, far, 200, rng) == pytest.approx(math.log(1e7))
+
+
+# -------------------------------------------------------------------------------------------------------- metrics
+def test_coverage_and_bins():
+    edges = R.spatial_edges(2.2, 0.1, 0.1)
+    assert len(edges) == 25 and edges[0] == pytest.approx(-1.2) and edges[-1] == pytest.approx(1.2)
+    awake = np.array([[0.05, 0.05], [0.15, 0.05], [0.05, 0.15], [0.95, 0.95], [1.25, 1.25]])  # last: clipped in
+    offline = np.array([[0.06, 0.04], [0.16, 0.06], [-0.5, -0.5], [-0.51, -0.52]])
+    assert R.coverage(R.spatial_counts(offline, edges), R.spatial_counts(awake, edges)) == pytest.approx(2 / 5)
+    assert math.isnan(R.coverage(np.ones(3), np.zeros(3)))
+    h_edges = R.heading_edges(10.0)
+    assert len(h_edges) == 37
+    assert R.heading_counts(np.array([np.pi, -np.pi, 0.01]), h_edges).sum() == 3
+
+
+def test_variances_steps_and_angular_metrics():
+    n = 11
+    line = np.stack([np.arange(n, dtype=float), np.zeros(n)], -1)
+    trajectories = np.stack([line, 2 * line])  # var of 0..10 is 11, of 0..20 step 2 is 44
+    assert R.output_variance(trajectories) == pytest.approx((11 + 44) / 2)
+    v, dt = 0.5, 0.02
+    straight = (v * dt * np.arange(50))[:, None] * np.array([[0.6, 0.8]])
+    assert R.mean_step_size(straight[None]) == pytest.approx(v * dt)
+    assert R.mean_radius(np.array([[3.0, 4.0], [0.0, 1.0]])) == pytest.approx(3.0)
+
+    even = np.linspace(-np.pi, np.pi, 360, endpoint=False)
+    assert R.mean_resultant_length(even) < 1e-12
+    assert R.mean_resultant_length(np.full(100, 2.0)) == pytest.approx(1.0)
+    assert R.circular_output_variance(np.full((3, 20), 1.0)) == pytest.approx(0.0, abs=1e-12)
+    narrow = R.wrap(np.pi + 0.1 * np.random.default_rng(0).standard_normal((4, 5000)))  # straddles the seam
+    assert R.circular_output_variance(narrow) == pytest.approx(0.01, rel=0.1)
+
+    omega = 1.5  # rad/s, counter-clockwise, wrapping around the ring many times
+    spin = R.wrap(omega * dt * np.arange(2000))[None].repeat(3, 0)
+    assert R.mean_angular_velocity(spin, dt) == pytest.approx(omega)
+    assert R.mean_angular_velocity(-spin, dt) == pytest.approx(-omega)
+    assert R.mean_step_size(spin[..., None], circular=True) == pytest.approx(omega * dt)
+    assert R.angular_velocity_sign_p(spin.repeat(10, 0)) < 0.001
+
+
+def test_pca_fraction():
+    rng = np.random.default_rng(6)
+    basis = np.linalg.qr(rng.standard_normal((20, 20)))[0]
+    waking = rng.standard_normal((500, 2)) @ basis[:, :2].T + 3.0
+    offline_in = rng.standard_normal((300, 2)) @ basis[:, :2].T - 1.0
+    offline_out = rng.standard_normal((300, 3)) @ basis[:, 5:8].T
+    assert R.pca_fraction(waking, offline_in, 2) == pytest.approx(1.0)
+    assert R.pca_fraction(waking, offline_out, 2) == pytest.approx(0.0, abs=1e-12)
+    assert math.isnan(R.pca_fraction(waking, np.ones((10, 20)), 2))
+
+
+# ---------------------------------------------------------------------------------------------------- quiescence
+def test_noise_sd_per_condition_and_overrides():
+    spec = tiny_spec()
+    rs = spec.reactivation
+    assert condition_noise_sd(rs, 0.01) == pytest.approx(
+        {"trained": 0.01 * 2**0.5, "offline_noise": None, "untrained": 0.01 * 2**0.5}
+    )
+    free = condition_noise_sd(rs, 0.0)
+    assert free["trained"] == 0 and free["offline_noise"] == pytest.approx(0.01 * 2**0.5)
+    same = with_reactivation_overrides(spec, ["reactivation.noise_mode=same"]).reactivation
+    assert condition_noise_sd(same, 0.1)["trained"] == pytest.approx(0.1)
+    absolute = with_reactivation_overrides(spec, ["reactivation.noise_mode=absolute", "reactivation.noise_sd=0.3"])
+    assert condition_noise_sd(absolute.reactivation, 0.1)["trained"] == pytest.approx(0.3)
+    for bad in (["reactivation.nope=1"], ["network.n_exc=3"], ["reactivation.burn_in_steps=150"], ["junk"]):
+        with pytest.raises(SpecError):
+            with_reactivation_overrides(spec, bad)
+
+
+def test_zero_noise_quiescence_is_deterministic_and_noise_is_seeded():
+    model, task = build_circuit(tiny_spec(extra=["network.noise.recurrent_sd=0"]))
+    code = task.encode(torch.rand(8, 2) - 0.5)
+    h0 = model.initial_rates(code)
+
+    def run(sd, seed):
+        return quiescent_run(
+            model, task.decode, h0, steps=120, burn_in=20, noise_sd=sd,
+            generator=torch.Generator().manual_seed(seed), rate_trials=2, rates_every=10,
+        )
+
+    a, rates_a = run(0.0, 1)
+    b, rates_b = run(0.0, 2)
+    assert a.shape == (8, 100, 2) and rates_a.shape == (2, 10, model.n_units)
+    assert torch.equal(a, b) and torch.equal(rates_a, rates_b)
+    noisy_1, noisy_rates_1 = run(0.5, 1)
+    noisy_2, noisy_rates_2 = run(0.5, 1)
+    assert torch.equal(noisy_rates_1, noisy_rates_2)
+    assert not torch.equal(noisy_rates_1, run(0.5, 2)[1])
+
+
+def _saved_run(tmp: Path, name: str, extra: list[str], task: str = "path_integration", seed: int = 0) -> Path:
+    """An untrained tiny circuit saved as a run folder (model.pt), evaluated and quiesced."""
+    spec = tiny_spec(task, [*extra, f"training.seed={seed}"])
+    model, _ = build_circuit(spec)
+    run = tmp / name / f"seed{seed}"
+    save_model(run / "model.pt", model, circuit=task, variant=name, seed=seed)
+    evaluate(run, device="cpu")
+    quiesce(run, device="cpu", log=lambda _: None)
+    return run
+
+
+@pytest.fixture(scope="module")
+def pi_runs(tmp_path_factory) -> dict[str, Path]:
+    """Untrained tiny path-integration circuits (noisy, noise-free), each evaluated and quiesced."""
+    tmp = tmp_path_factory.mktemp("pi_runs")
+    return {
+        "noisy": _saved_run(tmp, "noisy", ["network.noise.recurrent_sd=0.2"]),
+        "noise_free": _saved_run(tmp, "noise_free", ["network.noise.recurrent_sd=0"]),
+    }
+
+
+def test_quiescence_file_layout_and_waking_start(pi_runs, tmp_path):
+    run = pi_runs["noise_free"]
+    q, w = open_dataset(run / "quiescence.nc"), open_dataset(run / "waking.nc")
+    assert list(q["condition"].values) == list(CONDITIONS)
+    assert q["decoded_position"].dims == ("circuit", "variant", "seed", "condition", "trial", "time", "space")
+    assert q.sizes["time"] == 50 and q.sizes["trial"] == 16
+    assert q["time"].values[0] == pytest.approx(101 * 0.02)
+    assert q["rates"].sizes["rate_time"] == 5 and q["rates"].sizes["rate_trial"] == 4
+    assert q["simulated"].values.ravel().tolist() == [1, 1, 1, 1]
+    noise = q["noise_sd"].values.ravel()
+    assert noise[0] == 0 and noise[1] == pytest.approx(0.01 * 2**0.5) and math.isnan(noise[3])
+    # the start of quiescent trial i is the start of held-out waking trial i: x_1 - dx_1 = x_0
+    start = w["true_position"].isel(time=0) - w["displacement"].isel(time=0)
+    np.testing.assert_allclose(
+        q["start_position"].values.ravel(), start.transpose(..., "space").values.ravel(), atol=1e-5
+    )
+    uniform = q["decoded_position"].sel(condition="uniform").values
+    assert np.abs(uniform).max() <= 1.1 and uniform.std() == pytest.approx(2.2 / math.sqrt(12), rel=0.05)
+    # the noise-free (untrained, contracting) circuit settles: no offline variance after the burn-in
+    assert q["position_variance"].sel(condition="trained").item() < 1e-8
+    again = tmp_path / "again.nc"
+    quiesce(run, again, overrides=["reactivation.seed=5"], device="cpu", log=lambda _: None)
+    np.testing.assert_array_equal(
+        open_dataset(again)["decoded_position"].sel(condition="trained").values,
+        q["decoded_position"].sel(condition="trained").values,
+    )
+
+
+def test_reactivation_table_and_cli(pi_runs, tmp_path):
+    runs = pi_runs
+    out = tmp_path / "reactivation" / "seed0" / "reactivation.nc"
+    code = main(["reactivation", *(f"--run={k}={v}" for k, v in runs.items()), "--out", str(out)])
+    assert code == 0
+    ds = open_dataset(out)
+    assert list(ds["quiescent"].values) == ["noisy", "noise_free", "noise_free+offline_noise", "untrained", "uniform"]
+    assert list(ds["waking"].values) == ["noisy", "noise_free"]
+    assert ds["kl"].dims == ("circuit", "variant", "seed", "quiescent", "waking")
+    assert ds["variant"].values.tolist() == ["all"]
+    names = ("kl", "coverage", "position_variance", "position_step", "waking_position_step", "occupancy", "mean_radius")
+    for name in names:
+        assert np.isfinite(ds[name].values).all(), name
+    assert np.isnan(ds["pca_fraction"].sel(quiescent=["untrained", "uniform"]).values).all()
+    assert ((ds["coverage"] >= 0) & (ds["coverage"] <= 1)).all()
+    assert ds["position_variance"].sel(quiescent="noise_free").item() < 1e-8
+    assert ds["position_variance"].sel(quiescent="uniform").item() == pytest.approx(2 * 2.2**2 / 12, rel=0.1)
+    assert ds["occupancy"].sum(["x_bin", "y_bin"]).values == pytest.approx(1.0)
+    # seeds combine along the length-1 sweep dims
+    other = ds.assign_coords(seed=[1])
+    other.attrs["seed"] = 1
+    both = combine([ds, other])
+    assert both.sizes["seed"] == 2 and both["kl"].shape[-2:] == (5, 2)
+
+    assert main(["reactivation", "--run", "noisy", "--out", str(out)]) == 2
+    assert main(["reactivation", "--run", f"a={tmp_path / 'missing'}", "--out", str(out)]) == 2
+    assert main(["quiesce", str(tmp_path / "missing")]) == 2
+    assert main(["quiesce", str(runs["noisy"]), "--set", "reactivation.bogus=1"]) == 2
+
+
+def test_reactivation_head_direction(tmp_path):
+    runs = {
+        "noisy": _saved_run(tmp_path, "noisy", ["network.noise.recurrent_sd=0.3"], task="head_direction"),
+        "biased": _saved_run(tmp_path, "biased", ["task.turn_bias=counter_clockwise"], task="head_direction"),
+    }
+    loaded = {k: (open_dataset(v / "waking.nc"), open_dataset(v / "quiescence.nc")) for k, v in runs.items()}
+    ds = R.reactivation_dataset(loaded)
+    assert list(ds["quiescent"].values) == ["noisy", "biased", "untrained", "uniform"]
+    names = ("kl", "mean_resultant_length", "angular_velocity", "heading_variance", "heading_step", "heading_occupancy")
+    for name in names:
+        assert np.isfinite(ds[name].values).all(), name
+    assert ((ds["angular_velocity_sign_p"] >= 0) & (ds["angular_velocity_sign_p"] <= 1)).all()
+    n_samples = 16 * 50  # R of n uniform headings is ~ sqrt(pi / 4n)
+    assert ds["mean_resultant_length"].sel(quiescent="uniform").item() < 4 / math.sqrt(n_samples)
+    with pytest.raises(ValueError, match="different runs"):
+        R.reactivation_dataset({"noisy": (loaded["noisy"][0], loaded["biased"][1])})
+
+
+@pytest.mark.slow
+def test_reactivation_figures(tmp_path):
+    """Every figure from combined summaries (two seeds); polar panels make this take several seconds."""
+    from recircuit.analysis.reactivation_figures import make_reactivation_figures
+
+    runs = {"noisy": _saved_run(tmp_path, "noisy", ["network.noise.recurrent_sd=0.3"], task="head_direction")}
+    loaded = {k: (open_dataset(v / "waking.nc"), open_dataset(v / "quiescence.nc")) for k, v in runs.items()}
+    ds = R.reactivation_dataset(loaded)
+    summary = tmp_path / "summary"
+    summary.mkdir()
+    other = ds.assign_coords(seed=[1])
+    other.attrs["seed"] = 1
+    combine([ds, other]).to_netcdf(summary / "reactivation.nc", engine="h5netcdf")
+    loaded["noisy"][1].to_netcdf(summary / "quiescence.nc", engine="h5netcdf")
+    paths = make_reactivation_figures(summary, tmp_path / "figures")
+    names = {p.name for p in paths}
+    assert {"reactivation_head_direction_kl.png", "reactivation_head_direction_headings.pdf"} <= names
+    assert "reactivation_head_direction_trajectories.png" in names
+    assert all(p.stat().st_size > 1000 for p in paths)
+    with pytest.raises(FileNotFoundError):
+        make_reactivation_figures(tmp_path / "nothing", tmp_path / "figures")
+
+
+@pytest.mark.slow
+def test_trained_noisy_and_noise_free_end_to_end(tmp_path):
+    from recircuit.learning.train import train
+
+    runs = {}
+    for name, sd in (("noisy", 0.05), ("noise_free", 0.0)):
+        spec = tiny_spec(extra=[f"network.noise.recurrent_sd={sd}", "training.steps=30", "training.log_every_steps=10"])
+        run = tmp_path / name
+        train(spec, run, circuit="pi", variant=name, log=lambda _: None)
+        evaluate(run, device="cpu")
+        quiesce(run, device="cpu", log=lambda _: None)
+        runs[name] = run
+    out = R.compute_reactivation(runs, tmp_path / "reactivation.nc")
+    ds = open_dataset(out)
+    assert ds.sizes["quiescent"] == 5 and ds.sizes["waking"] == 2
+    for name in ("kl", "coverage", "position_variance", "position_step", "mean_radius"):
+        assert np.isfinite(ds[name].values).all(), name
+    assert np.isfinite(ds["pca_fraction"].sel(quiescent=["noisy", "noise_free+offline_noise"]).values).all()
+    assert ds["position_variance"].sel(quiescent="noise_free").item() < 1e-6
+    assert ds["position_step"].sel(quiescent="noise_free").item() < 1e-4
+    assert isinstance(ds["kl"], xr.DataArray)
