@@ -282,10 +282,9 @@ def _line_of(doc: Any, loc: Sequence[Any]) -> int | None:
     node, line = doc, None
     for part in loc:
         if isinstance(node, CommentedMap) and part in node:
-            try:
-                line = node.lc.key(part)[0] + 1
-            except (KeyError, TypeError, AttributeError):
-                pass
+            position = node.lc.data.get(part)  # [line, column, ...] of the key; absent for keys set by --set
+            if position is not None:
+                line = position[0] + 1
             node = node[part]
         elif isinstance(node, list) and isinstance(part, int) and part < len(node):
             node = node[part]

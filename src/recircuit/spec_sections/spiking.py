@@ -1,12 +1,70 @@
 """Spec section `spiking`: the Brian2 leaky integrate-and-fire twin of a trained rate circuit."""
 
+from __future__ import annotations
+
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from recircuit.spec_sections.base import PositiveFloat, StrictModel
+from recircuit.spec_sections.base import NonNegativeInt, PositiveFloat, PositiveInt, StrictModel
 
 
 class SpikingSpec(StrictModel):
-    target: Literal["cpp_standalone", "numpy"] = Field("cpp_standalone", description="Brian2 code-generation target")
+    target: Literal["cpp_standalone", "numpy"] = Field(
+        "cpp_standalone", description="Brian2 code-generation target (numpy: no compiler needed, slower)"
+    )
     dt_ms: PositiveFloat = Field(0.1, description="integration step of the spiking network, ms")
+    # --- protocol
+    n_trials: PositiveInt = Field(
+        20, description="held-out task trials: the first n of the evaluation trials (evaluation.seed)"
+    )
+    n_quiescent_trials: NonNegativeInt = Field(
+        20, description="quiescent trials (no input, membrane noise on) from the first held-out trials' start states"
+    )
+    quiescent_noise: Literal["membrane", "membrane+rate"] = Field(
+        "membrane",
+        description="membrane: quiescent variability from spikes and membrane noise only; membrane+rate: also the "
+        "rate circuit's own offline noise (as `recircuit quiesce` adds it) mapped into the currents",
+    )
+    quiescent_steps: PositiveInt | None = Field(
+        None, description="rate steps per quiescent trial; null = reactivation.duration_steps"
+    )
+    n_raster_trials: NonNegativeInt = Field(1, description="task trials whose spike times are stored as events")
+    seed: NonNegativeInt = Field(0, description="base seed of the membrane noise and initial voltages")
+    fi_check_s: PositiveFloat = Field(4.0, description="simulated time per neuron of the f-I check, s")
+    # --- conversion
+    max_rate_grid_hz: list[PositiveFloat] = Field(
+        [25.0, 50.0, 100.0, 150.0, 200.0],
+        min_length=1,
+        description="grid of 1/lambda (the rate of a saturated unit), Hz; the best on the search trials is kept",
+    )
+    n_search_trials: PositiveInt = Field(8, description="trials of the lambda grid search (not the evaluation trials)")
+    search_seed: NonNegativeInt = Field(30_000, description="seed of the grid-search trajectories")
+    calibration_percentiles: tuple[float, float] = Field(
+        (1.0, 99.0), description="operating range of the f-I fit: these percentiles of the rate circuit's currents"
+    )
+    # --- neuron
+    membrane_noise_mV: PositiveFloat = Field(
+        5.0, description="sigma of the white membrane noise (tau_m dv = ... + sigma sqrt(tau_m) dW), mV"
+    )
+    tau_m_ms: PositiveFloat = Field(10.0, description="membrane time constant, ms")
+    threshold_gap_mV: PositiveFloat = Field(15.0, description="threshold minus rest (= reset), mV")
+    tau_rise_ms: PositiveFloat = Field(2.0, description="synaptic rise time of the double-exponential kernel, ms")
+    min_refractory_ms: PositiveFloat = Field(1.0, description="lower bound of the fitted refractory period, ms")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SpikingSpec:
+        low, high = self.calibration_percentiles
+        if not 0.0 <= low < high <= 100.0:
+            raise ValueError(
+                f"calibration_percentiles {self.calibration_percentiles} must satisfy 0 <= low < high <= 100"
+            )
+        if self.min_refractory_ms < self.dt_ms:
+            raise ValueError(f"min_refractory_ms ({self.min_refractory_ms}) must be >= dt_ms ({self.dt_ms})")
+        fastest = 1000.0 / max(self.max_rate_grid_hz)
+        if fastest <= self.min_refractory_ms / 0.97:
+            raise ValueError(
+                f"max_rate_grid_hz up to {max(self.max_rate_grid_hz)} Hz leaves no room for a refractory period >= "
+                f"min_refractory_ms ({self.min_refractory_ms} ms)"
+            )
+        return self
