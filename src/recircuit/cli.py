@@ -16,7 +16,7 @@ from recircuit.spec import CircuitSpec, SpecError, load_spec
 
 # Each module defines add_commands(subparsers): its subcommands, each with set_defaults(func=...) returning an int.
 COMMAND_MODULES: tuple[str, ...] = (
-    "recircuit.learning.commands",
+    "recircuit.analysis.curvature_commands",
     "recircuit.analysis.commands",
     "recircuit.spiking.commands",
 )

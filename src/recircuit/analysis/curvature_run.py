@@ -1,4 +1,4 @@
-"""`recircuit curvature RUN_DIR [--out FILE]`: Hessian spectrum and generalization gap of a trained run -> curvature.nc.
+"""Hessian spectrum and generalization gap of a trained run -> curvature.nc (`recircuit curvature RUN_DIR`).
 
 curvature.nc layout (one run; ``recircuit collect`` combines runs along the length-1 sweep dims):
 
@@ -177,24 +177,3 @@ def analyse_run(run_dir: str | Path, out: str | Path | None = None, device: str 
     if bad:
         raise RuntimeError(f"{run_dir}: non-finite curvature results in {', '.join(bad)}")
     return save_dataset(ds, Path(out) if out else run_dir / CURVATURE_FILE)
-
-
-def cmd_curvature(args: argparse.Namespace) -> int:
-    path = analyse_run(args.run_dir, args.out, device=args.device or "auto", overrides=args.set)
-    print(f"wrote {path}", flush=True)
-    return 0
-
-
-def add_commands(sub) -> None:
-    """Register `curvature RUN_DIR [--out FILE] [--device D] [--set curvature.KEY=VALUE ...]`."""
-    p = sub.add_parser(
-        "curvature", help="Hessian spectrum (exact loss, Lanczos, Hutchinson) and generalization gap -> curvature.nc"
-    )
-    p.add_argument("run_dir", type=Path, help="run folder holding model.pt")
-    p.add_argument("--out", type=Path, help="output file (default: RUN_DIR/curvature.nc)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    p.add_argument(
-        "--set", nargs="+", action="extend", default=[], metavar="curvature.KEY=VALUE",
-        help="override curvature settings, e.g. --set curvature.hutchinson_probes=50",
-    )
-    p.set_defaults(func=cmd_curvature)

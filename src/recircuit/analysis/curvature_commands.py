@@ -1,0 +1,30 @@
+"""CLI: `recircuit curvature RUN_DIR`; the work is done in recircuit.analysis.curvature_run (imported lazily, so
+building the command line stays fast)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def cmd_curvature(args: argparse.Namespace) -> int:
+    from recircuit.analysis.curvature_run import analyse_run
+
+    path = analyse_run(args.run_dir, args.out, device=args.device or "auto", overrides=args.set)
+    print(f"wrote {path}", flush=True)
+    return 0
+
+
+def add_commands(sub) -> None:
+    """Register `curvature RUN_DIR [--out FILE] [--device D] [--set curvature.KEY=VALUE ...]`."""
+    p = sub.add_parser(
+        "curvature", help="Hessian spectrum (exact loss, Lanczos, Hutchinson) and generalization gap -> curvature.nc"
+    )
+    p.add_argument("run_dir", type=Path, help="run folder holding model.pt")
+    p.add_argument("--out", type=Path, help="output file (default: RUN_DIR/curvature.nc)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument(
+        "--set", nargs="+", action="extend", default=[], metavar="curvature.KEY=VALUE",
+        help="override curvature settings, e.g. --set curvature.hutchinson_probes=50",
+    )
+    p.set_defaults(func=cmd_curvature)
