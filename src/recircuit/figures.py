@@ -156,6 +156,7 @@ FIGURE_GROUPS: dict[str, tuple[tuple[str, ...], str]] = {
     "normalization": (("normalization.nc",), "recircuit.analysis.normalization:make_normalization_figures"),
     "curvature": (("curvature.nc",), "recircuit.analysis.curvature_figures:make_curvature_figures"),
     "reactivation": (("reactivation.nc",), "recircuit.analysis.reactivation_figures:make_reactivation_figures"),
+    "spiking": (("spiking.nc",), "recircuit.spiking.figures:make_spiking_figures"),
 }
 
 

@@ -127,8 +127,10 @@ def combine(datasets: Sequence[xr.Dataset]) -> xr.Dataset:
         key = "/".join(str(ds.attrs.get(k, "?")) for k in SWEEP_DIMS)
         if "spec_json" in ds.attrs:
             specs[key] = json.loads(ds.attrs["spec_json"])
+    # data_vars="minimal": per-job variables already carry the sweep dims; "all" would broadcast every variable
+    # along any dimension whose length differs between runs (e.g. `unit` for circuits of different sizes).
     combined = xr.combine_by_coords(
-        list(datasets), compat="no_conflicts", data_vars="all", coords="different", join="outer",
+        list(datasets), compat="no_conflicts", data_vars="minimal", coords="different", join="outer",
         combine_attrs="drop_conflicts",
     )
     for variable in combined.variables.values():

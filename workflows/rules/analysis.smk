@@ -90,3 +90,27 @@ rule reactivation:
     shell:
         THREADS_ENV + " recircuit reactivation {params.runs} --circuit {wildcards.circuit} --seed {wildcards.seed}"
         " --out {output} > {log} 2>&1"
+
+
+SPIKING_JOBS = SWEEP.jobs_for("spiking")
+
+
+rule spike:
+    input:
+        model=rules.train.output.model,
+        waking=rules.evaluate.output[0],
+    output:
+        f"{RESULTS}/{{circuit}}/{{variant}}/seed{{seed}}/spiking.nc",
+    log:
+        f"{RESULTS}/logs/spike/{{circuit}}_{{variant}}_seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/spike/{{circuit}}_{{variant}}_seed{{seed}}.tsv"
+    params:
+        build=f"{RESULTS}/.brian_build",  # one Brian2 build per network size, shared by the sweep (locked)
+    threads: 1
+    resources:
+        gpu=0,
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        THREADS_ENV + " recircuit spike $(dirname {input.model}) --out {output} --build-dir {params.build} > {log} 2>&1"

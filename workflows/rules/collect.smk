@@ -7,6 +7,7 @@ SUMMARY_INPUTS = {
     "curvature": lambda: run_files("curvature.nc", CURVATURE_JOBS),
     "reactivation": lambda: [f"{RESULTS}/reactivation/{c}/seed{s}.nc" for c, s in REACTIVATION_GROUPS],
     "quiescence": lambda: run_files("quiescence.nc", REACTIVATION_JOBS),
+    "spiking": lambda: run_files("spiking.nc", SPIKING_JOBS),
 }
 
 
@@ -18,6 +19,8 @@ def summary_names():
         names += ["reactivation", "quiescence"]
     if NORMALIZATION_JOBS:
         names.append("normalization")
+    if SPIKING_JOBS:
+        names.append("spiking")
     return names
 
 

@@ -45,10 +45,15 @@ class SpikingSpec(StrictModel):
     )
     # --- neuron
     membrane_noise_mV: PositiveFloat = Field(
-        5.0, description="sigma of the white membrane noise (tau_m dv = ... + sigma sqrt(tau_m) dW), mV"
+        10.0, description="sigma of the white membrane noise (tau_m dv = ... + sigma sqrt(tau_m) dW), mV"
     )
     tau_m_ms: PositiveFloat = Field(10.0, description="membrane time constant, ms")
     threshold_gap_mV: PositiveFloat = Field(15.0, description="threshold minus rest (= reset), mV")
+    synaptic_tau: Literal["rate_tau", "discrete_matched"] = Field(
+        "rate_tau",
+        description="synaptic decay: the rate tau (Kim et al. 2019), or -dt/ln(1 - dt/tau), whose exponential decay "
+        "over one step equals the rate model's Euler leak",
+    )
     tau_rise_ms: PositiveFloat = Field(2.0, description="synaptic rise time of the double-exponential kernel, ms")
     min_refractory_ms: PositiveFloat = Field(1.0, description="lower bound of the fitted refractory period, ms")
 

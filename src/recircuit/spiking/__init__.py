@@ -1,36 +1,12 @@
-"""The spiking twin: rate -> LIF conversion (convert), the Brian2 network (network), the protocol writing spiking.nc
-(simulate), the `recircuit spike` command (commands) and its figures (figures). Brian2 is imported lazily."""
+"""The spiking twin of a trained rate circuit (Brian2 LIF network).
 
-from recircuit.spiking.convert import (
-    ConversionRefused,
-    LIFCalibration,
-    RateCircuit,
-    calibrate_lif,
-    rate_circuit_from_model,
-    siegert_rate_hz,
-)
-from recircuit.spiking.network import (
-    LIFConstants,
-    NetworkShape,
-    NeuronParameters,
-    RunInputs,
-    RunOutput,
-    SpikingNetwork,
-    filter_spikes,
-)
+Modules (import them directly; this package imports nothing, so `recircuit --help` stays fast):
 
-__all__ = [
-    "ConversionRefused",
-    "LIFCalibration",
-    "LIFConstants",
-    "NetworkShape",
-    "NeuronParameters",
-    "RateCircuit",
-    "RunInputs",
-    "RunOutput",
-    "SpikingNetwork",
-    "calibrate_lif",
-    "filter_spikes",
-    "rate_circuit_from_model",
-    "siegert_rate_hz",
-]
+- ``convert``: rate -> LIF conversion (refusals, tanh rewrite, f-I calibration: `rate_circuit_from_model`,
+  `calibrate_lif`, `siegert_rate_hz`);
+- ``network``: the Brian2 network, built once per size and run many times (`SpikingNetwork`, `RunInputs`,
+  `filter_spikes`);
+- ``simulate``: the protocol that writes spiking.nc (`spike`);
+- ``commands``: the `recircuit spike` command;
+- ``figures``: figures from collected spiking.nc files (`make_spiking_figures`).
+"""

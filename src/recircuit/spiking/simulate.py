@@ -1,0 +1,922 @@
+"""The spiking twin of a trained circuit: lambda grid search, task trials, quiescence, agreement -> spiking.nc.
+
+Protocol (every step seeded explicitly; nothing here seeds a global generator):
+
+1. Convert (`convert.py`): sigmoid weights (tanh rewritten), refusals for what has no LIF counterpart.
+2. Grid search over 1/lambda (``spiking.max_rate_grid_hz``) on ``spiking.n_search_trials`` trajectories drawn from
+   ``spiking.search_seed`` (not the evaluation trials): for each lambda the f-I curve is calibrated on the operating
+   range (``spiking.calibration_percentiles`` of the noise-free rate circuit's currents on those trials) and the
+   spiking decoding error is measured; the lambda with the lowest mean error is kept. The whole grid is stored.
+3. f-I check of the kept calibration: every neuron on its own (weights 0) at a constant current across the range.
+4. Task trials: the first ``spiking.n_trials`` held-out trials of `recircuit evaluate` (evaluation.seed), same
+   inputs and start states. Rate references on the same trials: ``rate_noise = evaluation`` (the evaluation's own
+   recurrent-noise draws, identical to waking.nc) and ``rate_noise = none`` (recurrent noise off).
+5. Quiescence: no input, membrane noise on; trial k starts from the encoded start state of held-out trial k (as in
+   `recircuit quiesce`) and runs ``spiking.quiescent_steps`` (default reactivation.duration_steps) rate steps, in
+   consecutive runs of one trial length with the full state carried over. Decoded states after
+   ``reactivation.burn_in_steps`` give KL(spiking quiescent || rate waking), with the reactivation analysis's
+   KDE + Monte-Carlo estimator and the waking decoded states of waking.nc (all trials) when present. The rate
+   circuit's own quiescence (`recircuit quiesce`'s trained condition) from the same starts gives the reference
+   KL(rate quiescent || rate waking): the KL grows as fewer quiescent trials are pooled, so compare like with like.
+   ``spiking.quiescent_noise = membrane+rate`` adds the rate circuit's own offline noise to the twin's currents
+   (`rate_noise_states`); the default keeps only the twin's own variability (spikes and membrane noise).
+
+Agreement: decoding error ratio spiking / rate (per rate reference), per-unit Pearson correlation of the smoothed
+spiking rate lambda r with the rate unit's activity (over trials and steps; median over units firing > 1 Hz).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+from pydantic import ValidationError
+
+from recircuit.circuit.io import load_model
+from recircuit.circuit.network import EICircuit, Noise
+from recircuit.learning.evaluate import WAKING_FILE, unit_coords
+from recircuit.learning.train import error_variable
+from recircuit.results import label, open_dataset, provenance, save_dataset, with_sweep_dims
+from recircuit.spec import CircuitSpec, SpecError, parse_override
+from recircuit.spiking.convert import LIFCalibration, RateCircuit, calibrate_lif, rate_circuit_from_model
+from recircuit.spiking.network import (
+    LIFConstants,
+    NetworkShape,
+    NeuronParameters,
+    RunInputs,
+    SpikingNetwork,
+    filter_spikes,
+)
+
+SPIKING_FILE = "spiking.nc"
+RATE_NOISE = ("evaluation", "none")
+ACTIVE_RATE_HZ = 1.0  # units above this mean task rate enter the median correlation
+SILENT_RATE_HZ = 0.1  # units below this mean rate count as silent
+COMPRESSION = {"zlib": True, "complevel": 4}
+QUIET_RUN_MAX_STEPS = 2500  # rate steps per Brian2 run of quiescence (longer trials are chained with state carried)
+PURPOSE = {"search": 1, "task": 2, "quiescence": 3, "fi": 4, "quiescent_noise": 5}
+
+
+def run_seed(base: int, purpose: str, *key: int) -> int:
+    """A 32-bit seed that depends only on (base, purpose, key): adding trials never changes another run's seed."""
+    return int(np.random.SeedSequence([int(base), PURPOSE[purpose], *map(int, key)]).generate_state(1)[0])
+
+
+# ---------------------------------------------------------------------------------------------- rate references
+@dataclass(frozen=True)
+class RateTrials:
+    """Trials of the rate circuit, numpy; rates in the model's own space (tanh or sigmoid)."""
+
+    inputs: np.ndarray  # (trial, time, n_inputs) input per step, noise draws included
+    states: np.ndarray  # (trial, time, state_dims) true position (m) or heading (rad)
+    initial_rates: np.ndarray  # (trial, units) h0
+    rates: dict[str, np.ndarray]  # rate_noise -> (trial, time, units)
+    decoded: dict[str, np.ndarray]  # rate_noise -> (trial, time, state_dims)
+    error: dict[str, np.ndarray]  # rate_noise -> (trial, time), cm or deg
+
+
+def _slice_noise(noise: Noise, n: int) -> Noise:
+    return Noise(
+        noise.recurrent[:, :n] if noise.recurrent is not None else None,
+        noise.input[:n] if noise.input is not None else None,
+    )
+
+
+@torch.no_grad()
+def rate_trials(model: EICircuit, seed: int, n_drawn: int, n_kept: int, steps: int) -> RateTrials:
+    """The first ``n_kept`` of ``n_drawn`` trials drawn as `evaluate` draws them (same generator order), run twice."""
+    task = model.task
+    generator = torch.Generator().manual_seed(seed)
+    trials = task.sample(n_drawn, steps, generator)
+    noise = _slice_noise(model.draw_noise(n_drawn, steps, generator), n_kept)
+    inputs = trials.inputs[:n_kept]
+    code = trials.initial_code[:n_kept]
+    states = trials.states[:n_kept]
+    runs = {"evaluation": noise, "none": Noise(None, noise.input)}
+    rates, decoded, error = {}, {}, {}
+    for name, run_noise in runs.items():
+        outputs, h = model(inputs, code, run_noise)
+        d = task.decode(outputs)
+        rates[name] = h.numpy().astype(np.float64)
+        decoded[name] = d.numpy().astype(np.float64)
+        error[name] = task.error(d, states).numpy().astype(np.float64)
+    fed = inputs + noise.input if noise.input is not None else inputs
+    return RateTrials(
+        inputs=fed.numpy().astype(np.float64),
+        states=states.numpy().astype(np.float64),
+        initial_rates=model.initial_rates(code).numpy().astype(np.float64),
+        rates=rates,
+        decoded=decoded,
+        error=error,
+    )
+
+
+@torch.no_grad()
+def evaluation_starts(model: EICircuit, steps: int, n: int) -> np.ndarray:
+    """Initial rates h0 (n, units) of the first n held-out trials (evaluation.seed), as `recircuit quiesce` starts."""
+    generator = torch.Generator().manual_seed(model.spec.evaluation.seed)
+    trials = model.task.sample(model.spec.evaluation.n_trials, steps, generator)
+    return model.initial_rates(trials.initial_code[:n]).numpy().astype(np.float64)
+
+
+@torch.no_grad()
+def rate_quiescence(model: EICircuit, initial_rates: np.ndarray, steps: int) -> np.ndarray:
+    """Decoded states after the burn-in of the rate circuit's own quiescence (as `recircuit quiesce`, trained)."""
+    from recircuit.analysis.quiescence import condition_noise_sd, quiescent_run
+
+    rs = model.spec.reactivation
+    sd = condition_noise_sd(rs, model.spec.network.noise.recurrent_sd)["trained"]
+    decoded, _ = quiescent_run(
+        model,
+        model.task.decode,
+        torch.from_numpy(initial_rates).float(),
+        steps=steps,
+        burn_in=rs.burn_in_steps,
+        noise_sd=float(sd),
+        generator=torch.Generator().manual_seed(rs.seed),
+    )
+    return decoded.numpy().astype(np.float64)
+
+
+def rate_currents(circuit: RateCircuit, trials: RateTrials, which: str = "none") -> np.ndarray:
+    """Currents x_t = W h_{t-1} + W_in u_t + b of the sigmoid circuit along rate trajectories (trial, time, unit)."""
+    s = circuit.initial_rates(trials.rates[which])
+    s0 = circuit.initial_rates(trials.initial_rates)
+    previous = np.concatenate([s0[:, None], s[:, :-1]], axis=1)
+    return previous @ circuit.recurrent.T + trials.inputs @ circuit.input.T + circuit.bias
+
+
+def simulate_rate_circuit(circuit: RateCircuit, inputs: np.ndarray, initial_rates: np.ndarray) -> np.ndarray:
+    """Noise-free rates s (trial, time, units) of the sigmoid circuit, a = dt/tau (float64 reference)."""
+    alpha = circuit.step_s / circuit.tau_s
+    s = circuit.initial_rates(initial_rates)
+    out = np.empty(inputs.shape[:2] + (circuit.n_units,))
+    for t in range(inputs.shape[1]):
+        current = s @ circuit.recurrent.T + inputs[:, t] @ circuit.input.T + circuit.bias
+        s = (1 - alpha) * s + alpha / (1 + np.exp(-current))
+        out[:, t] = s
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ spiking trials
+@dataclass
+class SpikingTrials:
+    rates_hz: np.ndarray  # (trial, time, units) filtered spike trains r at the end of each step, Hz
+    counts: np.ndarray  # (trial, time, units) spikes per rate step
+    events: list[tuple[np.ndarray, np.ndarray]]  # per trial: (unit, time s)
+    wall_s: float
+    n_spikes: int
+
+
+def neuron_parameters(circuit: RateCircuit, cal: LIFCalibration) -> NeuronParameters:
+    return NeuronParameters(
+        tau_syn_s=circuit.synaptic_tau_s,
+        bias=circuit.bias,
+        gain_mV=cal.gain_mV,
+        offset_mV=cal.offset_mV,
+        noise_mV=cal.noise_mV,
+        refractory_ms=cal.refractory_ms,
+    )
+
+
+def initial_state(
+    circuit: RateCircuit, cal: LIFCalibration, s0: np.ndarray, constants: LIFConstants, seed: int
+) -> tuple[dict[str, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Brian2 state and readout-filter state of one trial that start from sigmoid rates ``s0`` in steady state.
+
+    I_rec = W s0 (its rise variable at steady state), r = s0 / lambda; v uniform between reset and threshold.
+    """
+    rng = np.random.default_rng(seed)
+    current = circuit.recurrent @ s0
+    r0 = s0 / cal.lambda_s
+    brian = {
+        "v": rng.uniform(constants.v_reset_mV, constants.v_threshold_mV, circuit.n_units),
+        "I_rec": current,
+        "g_rise": current / circuit.synaptic_tau_s,
+        "lastspike": np.full(circuit.n_units, -1e4),
+        "not_refractory": np.ones(circuit.n_units, dtype=bool),
+    }
+    return brian, (r0, r0 / circuit.synaptic_tau_s)
+
+
+def _counts(unit: np.ndarray, spike_time: np.ndarray, steps: int, step_s: float, n: int) -> np.ndarray:
+    step_bin = np.floor(spike_time / step_s + 1e-9).astype(np.int64)
+    return np.bincount(step_bin * n + unit, minlength=steps * n).reshape(steps, n)
+
+
+def run_task_trials(
+    net: SpikingNetwork,
+    circuit: RateCircuit,
+    cal: LIFCalibration,
+    inputs: np.ndarray,
+    initial_rates: np.ndarray,
+    seeds: list[int],
+    constants: LIFConstants,
+) -> SpikingTrials:
+    """One Brian2 run per trial: inputs (trial, time, n_inputs), model-space h0 (trial, units)."""
+    shape = net.shape
+    n = circuit.n_units
+    params = neuron_parameters(circuit, cal)
+    weights = cal.lambda_s * circuit.recurrent
+    s0 = circuit.initial_rates(initial_rates)
+    rates, counts, events = [], [], []
+    start, total = time.perf_counter(), 0
+    for k, seed in enumerate(seeds):
+        brian, trace = initial_state(circuit, cal, s0[k], constants, seed)
+        out = net.run(RunInputs(weights, inputs[k] @ circuit.input.T, params, brian, seed))
+        sampled, _ = filter_spikes(
+            out.spike_unit, out.spike_time_s, shape.steps, shape.step_s, circuit.synaptic_tau_s,
+            constants.tau_rise_ms / 1000.0, trace,
+        )  # fmt: skip
+        rates.append(sampled)
+        counts.append(_counts(out.spike_unit, out.spike_time_s, shape.steps, shape.step_s, n))
+        events.append((out.spike_unit, out.spike_time_s))
+        total += out.spike_unit.size
+    return SpikingTrials(np.stack(rates), np.stack(counts), events, time.perf_counter() - start, total)
+
+
+def run_quiescence(
+    net: SpikingNetwork,
+    circuit: RateCircuit,
+    cal: LIFCalibration,
+    initial_rates: np.ndarray,
+    steps: int,
+    seeds: list[int],
+    constants: LIFConstants,
+    base_seed: int,
+    noise_current: np.ndarray | None = None,
+) -> SpikingTrials:
+    """Quiescent trials of ``steps`` rate steps, as consecutive runs with the state carried over; no input.
+
+    ``noise_current`` (trial, steps, units), if given, is fed as the input drive (the rate circuit's own offline
+    noise mapped into currents, see `rate_noise_current`); otherwise the drive is zero.
+    """
+    shape = net.shape
+    n = circuit.n_units
+    params = neuron_parameters(circuit, cal)
+    weights = cal.lambda_s * circuit.recurrent
+    chunks = math.ceil(steps / shape.steps)
+    padded = np.zeros((len(seeds), chunks * shape.steps, n))
+    if noise_current is not None:
+        padded[:, :steps] = noise_current
+    s0 = circuit.initial_rates(initial_rates)
+    rates, counts, events = [], [], []
+    start, total = time.perf_counter(), 0
+    for k, seed in enumerate(seeds):
+        brian, trace = initial_state(circuit, cal, s0[k], constants, seed)
+        trial_rates, trial_counts, trial_units, trial_times = [], [], [], []
+        for c in range(chunks):
+            chunk_seed = seed if c == 0 else run_seed(base_seed, "quiescence", k, c)
+            drive = padded[k, c * shape.steps : (c + 1) * shape.steps]
+            out = net.run(RunInputs(weights, drive, params, brian, chunk_seed))
+            sampled, trace = filter_spikes(
+                out.spike_unit, out.spike_time_s, shape.steps, shape.step_s, circuit.synaptic_tau_s,
+                constants.tau_rise_ms / 1000.0, trace,
+            )  # fmt: skip
+            brian = out.final_state
+            trial_rates.append(sampled)
+            trial_counts.append(_counts(out.spike_unit, out.spike_time_s, shape.steps, shape.step_s, n))
+            trial_units.append(out.spike_unit)
+            trial_times.append(out.spike_time_s + c * shape.duration_s)
+            total += out.spike_unit.size
+        rates.append(np.concatenate(trial_rates)[:steps])
+        counts.append(np.concatenate(trial_counts)[:steps])
+        units, times = np.concatenate(trial_units), np.concatenate(trial_times)
+        keep = times < steps * shape.step_s
+        events.append((units[keep], times[keep]))
+    return SpikingTrials(np.stack(rates), np.stack(counts), events, time.perf_counter() - start, total)
+
+
+def rate_noise_states(
+    model: EICircuit, circuit: RateCircuit, n_trials: int, steps: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """The rate circuit's own offline noise (`recircuit quiesce`, trained condition) in the twin's sigmoid space,
+    drawn from base seed ``seed``.
+
+    Returns (drive noise (trial, steps, units) to add to the currents, state noise eps (trial, steps, units) to
+    add to the readout activity, SD per sqrt(tau)). State placement: h = s + eps with eps_t = (1 - a) eps_{t-1} +
+    n_t, so the current gets W eps_{t-1} and the readout W_out eps_t (exact for the rate model's linear part);
+    drive placement: the current gets n_t. A tanh circuit's noise is halved (s = (1 + h)/2).
+    """
+    from recircuit.analysis.quiescence import condition_noise_sd
+
+    spec = model.spec
+    sd = float(condition_noise_sd(spec.reactivation, spec.network.noise.recurrent_sd)["trained"])
+    n = circuit.n_units
+    rng = np.random.default_rng(run_seed(seed, "quiescent_noise"))
+    alpha = circuit.step_s / circuit.tau_s
+    step_sd = sd * np.sqrt(alpha)
+    tanh = circuit.source_activation == "tanh"
+    drive = np.zeros((n_trials, steps, n))
+    state = np.zeros((n_trials, steps, n))
+    if sd == 0:
+        return drive, state, sd
+    if spec.network.noise.placement == "drive":
+        drive[:] = rng.normal(size=drive.shape) * step_sd * (2.0 if tanh else 1.0)
+        return drive, state, sd
+    eps = np.zeros((n_trials, n))
+    for t in range(steps):
+        drive[:, t] = eps @ circuit.recurrent.T  # the current of step t sees the noise accumulated up to t - 1
+        eps = (1 - alpha) * eps + rng.normal(size=eps.shape) * step_sd * (0.5 if tanh else 1.0)
+        state[:, t] = eps
+    return drive, state, sd
+
+
+def measure_fi(
+    net: SpikingNetwork,
+    circuit: RateCircuit,
+    cal: LIFCalibration,
+    constants: LIFConstants,
+    base_seed: int,
+    seconds: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(currents, measured rates Hz): neuron i alone (no synapses, no bias) at a constant current across the range,
+    for at least ``seconds`` of simulated time."""
+    n, shape = circuit.n_units, net.shape
+    currents = np.linspace(cal.current_low, cal.current_high, n)
+    params = NeuronParameters(circuit.synaptic_tau_s, np.zeros(n), cal.gain_mV, cal.offset_mV, cal.noise_mV, cal.refractory_ms)
+    repeats = max(1, math.ceil(seconds / shape.duration_s - 1e-9))
+    counts = np.zeros(n)
+    for k in range(repeats):
+        seed = run_seed(base_seed, "fi", k)
+        rng = np.random.default_rng(seed)
+        brian = {
+            "v": rng.uniform(constants.v_reset_mV, constants.v_threshold_mV, n),
+            "I_rec": np.zeros(n),
+            "g_rise": np.zeros(n),
+            "lastspike": np.full(n, -1e4),
+            "not_refractory": np.ones(n, dtype=bool),
+        }
+        drive = np.broadcast_to(currents, (shape.steps, n)).copy()
+        out = net.run(RunInputs(np.zeros((n, n)), drive, params, brian, seed))
+        counts += np.bincount(out.spike_unit, minlength=n)
+    return currents, counts / (repeats * shape.duration_s)
+
+
+# -------------------------------------------------------------------------------------------------------- metrics
+def spiking_readout(circuit: RateCircuit, cal: LIFCalibration, rates_hz: np.ndarray) -> np.ndarray:
+    """Outputs lambda W_out r + b_out, (..., n_outputs)."""
+    return (cal.lambda_s * rates_hz) @ circuit.output.T + circuit.output_bias
+
+
+def decode(model: EICircuit, outputs: np.ndarray) -> np.ndarray:
+    """Decoded states (..., state_dims) of outputs, with the task's decoder."""
+    with torch.no_grad():
+        return model.task.decode(torch.from_numpy(outputs).float()).numpy().astype(np.float64)
+
+
+def decoding_error(model: EICircuit, decoded: np.ndarray, states: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model.task.error(torch.from_numpy(decoded).float(), torch.from_numpy(states).float()).numpy()
+
+
+def unit_correlations(spiking: np.ndarray, rate: np.ndarray) -> np.ndarray:
+    """Pearson r per unit between (trial, time, unit) arrays over trials and steps; NaN where either is constant."""
+    a = spiking.reshape(-1, spiking.shape[-1])
+    b = rate.reshape(-1, rate.shape[-1])
+    a = a - a.mean(0)
+    b = b - b.mean(0)
+    denominator = np.sqrt((a**2).sum(0) * (b**2).sum(0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, (a * b).sum(0) / denominator, np.nan)
+
+
+def median_correlation(correlation: np.ndarray, mean_rate_hz: np.ndarray) -> tuple[float, int]:
+    """(median over active units with a defined correlation, number of such units)."""
+    keep = (mean_rate_hz > ACTIVE_RATE_HZ) & np.isfinite(correlation)
+    return (float(np.median(correlation[keep])) if keep.any() else float("nan")), int(keep.sum())
+
+
+def rate_statistics(counts: np.ndarray, seconds: float, n_exc: int, dale: bool) -> dict[str, object]:
+    """Mean rates of E and I (Hz), fraction of silent units, maximum unit rate (Hz), per-unit rates (Hz)."""
+    unit_rate = counts.sum(axis=(0, 1)) / seconds
+    exc = unit_rate[:n_exc] if dale else unit_rate
+    inh = unit_rate[n_exc:] if dale else np.array([np.nan])
+    return {
+        "unit_rate": unit_rate,
+        "mean_rate_exc": float(exc.mean()),
+        "mean_rate_inh": float(inh.mean()) if inh.size else float("nan"),
+        "fraction_silent": float((unit_rate < SILENT_RATE_HZ).mean()),
+        "max_unit_rate": float(unit_rate.max()),
+    }
+
+
+def offline_kl(
+    model: EICircuit, quiet_decoded: np.ndarray, waking_decoded: np.ndarray, arena_m: float | None
+) -> tuple[float, float]:
+    """(KL(spiking quiescent || rate waking), KL(uniform || rate waking)) in nats, reactivation's estimator."""
+    from recircuit.analysis.reactivation import (
+        CircularKde,
+        PlanarKde,
+        UniformCircle,
+        UniformSquare,
+        kl_divergences,
+    )
+
+    rs = model.spec.reactivation
+    circular = model.task.kind == "head_direction"
+    dims = 1 if circular else 2
+    density = CircularKde if circular else PlanarKde
+
+    def rng(*key: str) -> np.random.Generator:
+        return np.random.default_rng([rs.analysis_seed, *(zlib.crc32(k.encode()) for k in key)])
+
+    p = density(waking_decoded.reshape(-1, dims), rng("kde", "waking", "spiking"), rs.kde_max_points, rs.kde_floor_sd)
+    q = density(quiet_decoded.reshape(-1, dims), rng("kde", "spiking"), rs.kde_max_points, rs.kde_floor_sd)
+    uniform = UniformCircle() if circular else UniformSquare(float(arena_m))
+    kl = kl_divergences(q, [p], rs.kl_samples, rng("kl", "spiking"))[0]
+    kl_uniform = kl_divergences(uniform, [p], rs.kl_samples, rng("kl", "spiking", "uniform"))[0]
+    return float(kl), float(kl_uniform)
+
+
+# ------------------------------------------------------------------------------------------------------- the job
+@dataclass(frozen=True)
+class SearchPoint:
+    max_rate_hz: float
+    calibration: LIFCalibration
+    mean_error: float
+    median_correlation: float
+
+
+def lambda_search(
+    net: SpikingNetwork,
+    model: EICircuit,
+    circuit: RateCircuit,
+    constants: LIFConstants,
+    log: Callable[[str], None],
+) -> tuple[list[SearchPoint], tuple[float, float]]:
+    """Every grid point's calibration and search-trial error; and the operating range used."""
+    sp = model.spec.spiking
+    steps = net.shape.steps
+    trials = rate_trials(model, sp.search_seed, sp.n_search_trials, sp.n_search_trials, steps)
+    currents = rate_currents(circuit, trials)
+    low, high = np.percentile(currents, sp.calibration_percentiles)
+    seeds = [run_seed(sp.seed, "search", k) for k in range(sp.n_search_trials)]
+    points = []
+    for max_rate in sp.max_rate_grid_hz:
+        cal = calibrate_lif(
+            1.0 / max_rate, (low, high), sp.membrane_noise_mV, sp.threshold_gap_mV, sp.tau_m_ms, sp.min_refractory_ms
+        )
+        spk = run_task_trials(net, circuit, cal, trials.inputs, trials.initial_rates, seeds, constants)
+        decoded = decode(model, spiking_readout(circuit, cal, spk.rates_hz))
+        error = float(decoding_error(model, decoded, trials.states).mean())
+        mean_rate = spk.counts.sum(axis=(0, 1)) / (spk.counts.shape[0] * net.shape.duration_s)
+        corr, _ = median_correlation(
+            unit_correlations(cal.lambda_s * spk.rates_hz, circuit.initial_rates(trials.rates["none"])), mean_rate
+        )
+        points.append(SearchPoint(float(max_rate), cal, error, corr))
+        log(
+            f"  1/lambda {max_rate:6.1f} Hz: search error {error:8.3f}  median r {corr:5.3f}  "
+            f"(gain {cal.gain_mV:.2f} mV, offset {cal.offset_mV:.2f} mV, refractory {cal.refractory_ms:.2f} ms, "
+            f"fit rms {100 * cal.relative_rms_error:.1f}% of max)"
+        )
+    return points, (float(low), float(high))
+
+
+OVERRIDABLE_SECTIONS = ("spiking", "reactivation")
+
+
+def with_overrides(spec: CircuitSpec, overrides: Sequence[str]) -> CircuitSpec:
+    """The spec with ``spiking.<field>=value`` / ``reactivation.<field>=value`` overrides (the circuit is trained)."""
+    if not overrides:
+        return spec
+    sections = {name: getattr(spec, name).model_dump() for name in OVERRIDABLE_SECTIONS}
+    problems: list[str] = []
+    for text in overrides:
+        try:
+            key, value = parse_override(text)
+        except ValueError as exc:
+            problems.append(f"--set {text}: {exc}")
+            continue
+        parts = key.split(".")
+        if len(parts) != 2 or parts[0] not in sections:
+            problems.append(
+                f"--set {text}: {key}: only spiking.<field> or reactivation.<field> can be set here "
+                "(the circuit is trained)"
+            )
+            continue
+        sections[parts[0]][parts[1]] = value
+    if problems:
+        raise SpecError(problems)
+    update = {}
+    for name, section in sections.items():
+        model_type = type(getattr(spec, name))
+        try:
+            update[name] = model_type.model_validate(section)
+        except ValidationError as exc:
+            for err in exc.errors(include_url=False):
+                where = ".".join(map(str, err["loc"])) or "(section)"
+                problems.append(f"--set: {name}.{where}: {err['msg'].removeprefix('Value error, ')}")
+    if problems:
+        raise SpecError(problems)
+    return spec.model_copy(update=update)
+
+
+def spike(
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    build_dir: str | Path | None = None,
+    *,
+    overrides: Sequence[str] = (),
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Build and run the spiking twin of the trained circuit in ``run_dir``; write spiking.nc; return its path.
+
+    ``build_dir`` is the Brian2 build cache (default RUN_DIR/.brian_build); a sweep may share one folder.
+    """
+    run_dir = Path(run_dir)
+    model = load_model(run_dir, "cpu")
+    model.spec = with_overrides(model.spec, overrides)  # only the spiking/reactivation sections can change
+    spec, task = model.spec, model.task
+    sp, ev, rs = spec.spiking, spec.evaluation, spec.reactivation
+    circuit = rate_circuit_from_model(model, sp.synaptic_tau)
+    steps = ev.sequence_steps or spec.task.sequence_steps
+    if sp.n_trials > ev.n_trials:
+        raise ValueError(f"spiking.n_trials ({sp.n_trials}) exceeds evaluation.n_trials ({ev.n_trials})")
+    if sp.n_quiescent_trials > ev.n_trials:
+        raise ValueError(
+            f"spiking.n_quiescent_trials ({sp.n_quiescent_trials}) exceeds evaluation.n_trials ({ev.n_trials})"
+        )
+    quiet_steps = sp.quiescent_steps or rs.duration_steps
+    if sp.n_quiescent_trials and rs.burn_in_steps >= quiet_steps:
+        raise ValueError(
+            f"reactivation.burn_in_steps ({rs.burn_in_steps}) must be below the quiescent steps ({quiet_steps})"
+        )
+    constants = LIFConstants(
+        tau_m_ms=sp.tau_m_ms,
+        v_rest_mV=-65.0,
+        v_threshold_mV=-65.0 + sp.threshold_gap_mV,
+        v_reset_mV=-65.0,
+        tau_rise_ms=sp.tau_rise_ms,
+    )
+    if np.any(circuit.synaptic_tau_s * 1000.0 <= sp.tau_rise_ms):
+        raise ValueError(
+            f"spiking.tau_rise_ms ({sp.tau_rise_ms}) must be below the synaptic decay "
+            f"({1000 * circuit.synaptic_tau_s.min():.3g} ms, spiking.synaptic_tau = {sp.synaptic_tau})"
+        )
+    shape = NetworkShape(circuit.n_units, steps, spec.task.dt_s, sp.dt_ms)
+    build_root = Path(build_dir) if build_dir is not None else run_dir / ".brian_build"
+    meta = model.meta
+    timer = time.perf_counter()
+    log(f"spiking twin of {run_dir}: {circuit.n_units} LIF neurons, target {sp.target}")
+    with SpikingNetwork(shape, constants, sp.target, build_root) as net:
+        assert net.info is not None
+        how = "compiled" if net.info.compiled else "reused"
+        log(f"  network ready in {net.info.build_s:.1f} s ({how} {net.info.key})")
+        search, (low, high) = lambda_search(net, model, circuit, constants, log)
+        best = min(search, key=lambda p: (not math.isfinite(p.mean_error), p.mean_error))
+        cal = best.calibration
+        log(f"  kept 1/lambda = {best.max_rate_hz:.1f} Hz")
+        fi_current, fi_rate = measure_fi(net, circuit, cal, constants, sp.seed, sp.fi_check_s)
+        trials = rate_trials(model, ev.seed, ev.n_trials, sp.n_trials, steps)
+        task_seeds = [run_seed(sp.seed, "task", k) for k in range(sp.n_trials)]
+        spk = run_task_trials(net, circuit, cal, trials.inputs, trials.initial_rates, task_seeds, constants)
+        infos, runs = [net.info], net.runs
+    quiet = noise_state = None
+    quiet_rate_sd = 0.0
+    if sp.n_quiescent_trials:
+        # A second binary whose run is one whole quiescent trial (or a long chunk of it): one run per trial.
+        quiet_shape = NetworkShape(circuit.n_units, min(quiet_steps, QUIET_RUN_MAX_STEPS), spec.task.dt_s, sp.dt_ms)
+        with SpikingNetwork(quiet_shape, constants, sp.target, build_root) as net:
+            assert net.info is not None
+            log(
+                f"  quiescence network ready in {net.info.build_s:.1f} s "
+                f"({'compiled' if net.info.compiled else 'reused'} {net.info.key})"
+            )
+            quiet_starts = evaluation_starts(model, steps, sp.n_quiescent_trials)
+            quiet_seeds = [run_seed(sp.seed, "quiescence", k, 0) for k in range(sp.n_quiescent_trials)]
+            if sp.quiescent_noise == "membrane+rate":
+                noise_drive, noise_state, quiet_rate_sd = rate_noise_states(
+                    model, circuit, sp.n_quiescent_trials, quiet_steps, sp.seed
+                )
+            else:
+                noise_drive, noise_state, quiet_rate_sd = None, None, 0.0
+            quiet = run_quiescence(
+                net, circuit, cal, quiet_starts, quiet_steps, quiet_seeds, constants, sp.seed, noise_drive
+            )
+            infos.append(net.info)
+            runs += net.runs
+    elapsed = time.perf_counter() - timer
+
+    # ----- task agreement
+    decoded = decode(model, spiking_readout(circuit, cal, spk.rates_hz))
+    error = decoding_error(model, decoded, trials.states)
+    error_ratio = {k: float(error.mean() / trials.error[k].mean()) for k in RATE_NOISE}
+    task_stats = rate_statistics(spk.counts, sp.n_trials * shape.duration_s, circuit.n_exc, circuit.dale)
+    spiking_activity = cal.lambda_s * spk.rates_hz
+    correlation = {
+        k: unit_correlations(spiking_activity, circuit.initial_rates(trials.rates[k])) for k in RATE_NOISE
+    }
+    medians = {k: median_correlation(correlation[k], task_stats["unit_rate"]) for k in RATE_NOISE}
+
+    # ----- quiescence
+    kl = kl_uniform = kl_rate = float("nan")
+    quiet_decoded = rate_quiet = None
+    if quiet is not None:
+        quiet_seconds = sp.n_quiescent_trials * quiet_steps * shape.step_s
+        quiet_stats = rate_statistics(quiet.counts, quiet_seconds, circuit.n_exc, circuit.dale)
+        quiet_outputs = spiking_readout(circuit, cal, quiet.rates_hz)
+        if noise_state is not None:
+            quiet_outputs = quiet_outputs + noise_state @ circuit.output.T  # readout of h = lambda r + eps
+        quiet_decoded = decode(model, quiet_outputs)
+        waking_path = run_dir / WAKING_FILE
+        if waking_path.is_file():
+            waking_ds = open_dataset(waking_path)
+            name = "decoded_position" if task.kind == "path_integration" else "decoded_heading"
+            waking_decoded = np.asarray(waking_ds[name].values, dtype=np.float64)
+            n_waking, n_steps = waking_decoded.shape[:2]
+            waking_source = f"{WAKING_FILE} decoded states ({n_waking} trials x {n_steps} steps)"
+        else:
+            waking_decoded = trials.decoded["evaluation"]
+            waking_source = f"rate circuit on the {sp.n_trials} spiking task trials (no {WAKING_FILE} in {run_dir})"
+        arena = spec.task.arena_m if task.kind == "path_integration" else None
+        kl, kl_uniform = offline_kl(model, quiet_decoded[:, rs.burn_in_steps :], waking_decoded, arena)
+        rate_quiet = rate_quiescence(model, quiet_starts, quiet_steps)
+        kl_rate, _ = offline_kl(model, rate_quiet, waking_decoded, arena)
+        log(
+            f"  quiescence ({sp.n_quiescent_trials} trials): KL(offline || rate waking) spiking {kl:.3f} nat, "
+            f"rate {kl_rate:.3f} nat (same starts), uniform {kl_uniform:.3f} nat"
+        )
+    else:
+        quiet_stats = None
+        waking_source = "none (no quiescent trials)"
+
+    log(
+        f"  task: spiking error {error.mean():.3f} vs rate {trials.error['evaluation'].mean():.3f} (ratio "
+        f"{error_ratio['evaluation']:.2f}; noise-free rate ratio {error_ratio['none']:.2f}); median unit r "
+        f"{medians['evaluation'][0]:.3f} (noise-free rate {medians['none'][0]:.3f}); mean rate E "
+        f"{task_stats['mean_rate_exc']:.1f} Hz, I {task_stats['mean_rate_inh']:.1f} Hz"
+    )
+
+    ds = _dataset(
+        model, circuit, cal, search, (low, high), fi_current, fi_rate, trials, spk, decoded, error, error_ratio,
+        correlation, medians, task_stats, quiet, quiet_decoded, quiet_stats, quiet_steps, (kl, kl_rate, kl_uniform),
+        rate_quiet, shape, constants,
+    )  # fmt: skip
+    ds.attrs.update(
+        {
+            **provenance(
+                spec, circuit=meta["circuit"], variant=meta["variant"], seed=meta["seed"], device="cpu (brian2)"
+            ),
+            "brian2_target": sp.target,
+            "brian2_build_keys": " ".join(i.key for i in infos),
+            "brian2_build_dirs": " ".join(str(i.directory) for i in infos if i.directory is not None),
+            "brian2_compiled_this_job": int(any(i.compiled for i in infos)),
+            "build_s": float(sum(i.build_s for i in infos)),
+            "brian2_runs": int(runs),
+            "wall_s": float(elapsed),
+            "task_run_wall_s": float(spk.wall_s),
+            "quiescent_run_wall_s": float(quiet.wall_s) if quiet is not None else 0.0,
+            "quiescent_noise": sp.quiescent_noise,
+            "quiescent_rate_noise_sd": float(quiet_rate_sd) if quiet is not None else 0.0,
+            "evaluation_seed": ev.seed,
+            "rate_reference": (
+                "rate_noise=evaluation: the rate circuit with the evaluation's own recurrent-noise draws (as in "
+                "waking.nc); rate_noise=none: the same trials without recurrent noise"
+            ),
+            "waking_reference_of_kl": waking_source,
+            "source_activation": circuit.source_activation,
+            "quiet_burn_in_steps": rs.burn_in_steps,
+            "dt_s": spec.task.dt_s,
+            "task_kind": task.kind,
+        }
+    )
+    ds = with_sweep_dims(ds, circuit=meta["circuit"], variant=meta["variant"], seed=meta["seed"])
+    path = save_dataset(ds, Path(out) if out else run_dir / SPIKING_FILE)
+    log(f"  wrote {path} in {elapsed:.1f} s ({runs} Brian2 runs)")
+    return path
+
+
+# ------------------------------------------------------------------------------------------------------ dataset
+def _state_vars(kind: str, name: str, values: np.ndarray, dims: tuple[str, ...], what: str) -> dict[str, xr.DataArray]:
+    if kind == "path_integration":
+        return {f"{name}_position": label(xr.DataArray(values, dims=(*dims, "space")), f"{what} position", "m")}
+    return {f"{name}_heading": label(xr.DataArray(values[..., 0], dims=dims), f"{what} heading", "rad")}
+
+
+def _events(events: list[tuple[np.ndarray, np.ndarray]], prefix: str, what: str) -> tuple[dict, dict]:
+    unit = np.concatenate([u for u, _ in events]) if events else np.zeros(0, np.int32)
+    times = np.concatenate([t for _, t in events]) if events else np.zeros(0)
+    trial = np.concatenate([np.full(len(u), k) for k, (u, _) in enumerate(events)]) if events else np.zeros(0, int)
+    dim = f"{prefix}_spike"
+    data = {
+        f"{prefix}_spike_time": label(xr.DataArray(times, dims=dim), f"spike time since the {what} start", "s"),
+        f"{prefix}_spike_unit": label(xr.DataArray(unit.astype(np.int32), dims=dim), "spiking neuron", "1"),
+        f"{prefix}_spike_trial": label(xr.DataArray(trial.astype(np.int32), dims=dim), f"{what} of the spike", "1"),
+    }
+    coords = {dim: label(xr.DataArray(np.arange(len(unit)), dims=dim), f"{what} spike event", "1")}
+    return data, coords
+
+
+def _dataset(
+    model, circuit, cal, search, op_range, fi_current, fi_rate, trials, spk, decoded, error, error_ratio,
+    correlation, medians, task_stats, quiet, quiet_decoded, quiet_stats, quiet_steps, kls, rate_quiet, shape, constants,
+) -> xr.Dataset:  # fmt: skip
+    """spiking.nc (before the sweep dimensions): see the module docstring and the variables' long_name."""
+    spec, task = model.spec, model.task
+    sp = spec.spiking
+    kind = task.kind
+    error_name, error_long, error_units = error_variable(kind)
+    n_raster = min(sp.n_raster_trials, sp.n_trials)
+    scalar = lambda v, long, units: label(xr.DataArray(float(v)), long, units)  # noqa: E731
+    rn = list(RATE_NOISE)
+    data: dict[str, xr.DataArray] = {
+        **_state_vars(kind, "true", trials.states, ("trial", "time"), "true"),
+        **_state_vars(kind, "spiking_decoded", decoded, ("trial", "time"), "decoded from spikes"),
+        **_state_vars(
+            kind, "rate_decoded", np.stack([trials.decoded[k] for k in rn]), ("rate_noise", "trial", "time"),
+            "decoded from the rate circuit",
+        ),  # fmt: skip
+        f"spiking_{error_name}": label(
+            xr.DataArray(error, dims=("trial", "time")), f"{error_long} of the spiking twin", error_units
+        ),
+        f"rate_{error_name}": label(
+            xr.DataArray(np.stack([trials.error[k] for k in rn]), dims=("rate_noise", "trial", "time")),
+            f"{error_long} of the rate circuit",
+            error_units,
+        ),
+        "error_ratio": label(
+            xr.DataArray([error_ratio[k] for k in rn], dims="rate_noise"),
+            "mean decoding error spiking / rate on the same trials",
+            "1",
+        ),
+        "spike_count": label(
+            xr.DataArray(spk.counts.astype(np.uint16), dims=("trial", "time", "unit")), "spikes per rate step", "1"
+        ),
+        "spiking_rate": label(
+            xr.DataArray(spk.rates_hz.astype(np.float32), dims=("trial", "time", "unit")),
+            "filtered spike train r (unit-area kernel, decay tau) at the end of each step",
+            "Hz",
+        ),
+        "rate_activity": label(
+            xr.DataArray(
+                np.stack([circuit.initial_rates(trials.rates[k]) for k in rn]).astype(np.float32),
+                dims=("rate_noise", "trial", "time", "unit"),
+            ),
+            "rate-unit activity h in the twin's sigmoid space ((1 + h)/2 for a tanh circuit), comparable to lambda r",
+            "1",
+        ),
+        "unit_correlation": label(
+            xr.DataArray(np.stack([correlation[k] for k in rn]), dims=("rate_noise", "unit")),
+            "Pearson r of lambda r_spk with h over trials and steps",
+            "1",
+        ),
+        "median_unit_correlation": label(
+            xr.DataArray([medians[k][0] for k in rn], dims="rate_noise"),
+            f"median unit correlation over units firing > {ACTIVE_RATE_HZ} Hz",
+            "1",
+        ),
+        "n_correlated_units": label(
+            xr.DataArray([medians[k][1] for k in rn], dims="rate_noise"), "units entering the median correlation", "1"
+        ),
+        # conversion
+        "lambda_s": scalar(cal.lambda_s, "rate-to-spiking scale lambda (h = lambda r; weights x lambda)", "s"),
+        "max_rate": scalar(cal.max_rate_hz, "1/lambda: rate of a saturated unit", "Hz"),
+        "input_gain": scalar(cal.gain_mV, "membrane drive per unit of rate-model current", "mV"),
+        "input_offset": scalar(cal.offset_mV, "membrane drive at zero current, above rest", "mV"),
+        "membrane_noise": scalar(cal.noise_mV, "membrane noise sigma (free-membrane SD sigma/sqrt 2)", "mV"),
+        "refractory_period": scalar(cal.refractory_ms, "absolute refractory period", "ms"),
+        "tau_membrane": scalar(constants.tau_m_ms, "membrane time constant", "ms"),
+        "tau_rise": scalar(constants.tau_rise_ms, "synaptic rise time", "ms"),
+        "tau_synapse": label(
+            xr.DataArray(circuit.synaptic_tau_s * 1000.0, dims="unit"),
+            "synaptic decay constant (spiking.synaptic_tau: rate tau or discrete-matched)",
+            "ms",
+        ),
+        "calibration_current_low": scalar(op_range[0], "operating range of the f-I fit, lower current", "1"),
+        "calibration_current_high": scalar(op_range[1], "operating range of the f-I fit, upper current", "1"),
+        "calibration_rms": scalar(cal.relative_rms_error, "f-I fit RMS error (Siegert vs target) / max rate", "1"),
+        # grid search
+        "search_max_rate": label(xr.DataArray([p.max_rate_hz for p in search], dims="search"), "1/lambda", "Hz"),
+        f"search_{error_name}": label(
+            xr.DataArray([p.mean_error for p in search], dims="search"),
+            f"mean {error_long} of the spiking twin on the search trials",
+            error_units,
+        ),
+        "search_correlation": label(
+            xr.DataArray([p.median_correlation for p in search], dims="search"),
+            "median unit correlation with the noise-free rate circuit on the search trials",
+            "1",
+        ),
+        "search_input_gain": label(
+            xr.DataArray([p.calibration.gain_mV for p in search], dims="search"), "fitted input gain", "mV"
+        ),
+        "search_input_offset": label(
+            xr.DataArray([p.calibration.offset_mV for p in search], dims="search"), "fitted offset", "mV"
+        ),
+        "search_refractory_period": label(
+            xr.DataArray([p.calibration.refractory_ms for p in search], dims="search"),
+            "fitted refractory period",
+            "ms",
+        ),
+        "search_calibration_rms": label(
+            xr.DataArray([p.calibration.relative_rms_error for p in search], dims="search"),
+            "f-I fit RMS error / max rate",
+            "1",
+        ),
+        # f-I check
+        "fi_current": label(xr.DataArray(fi_current, dims="fi_point"), "constant rate-model current", "1"),
+        "fi_rate_measured": label(
+            xr.DataArray(fi_rate, dims="fi_point"), "simulated rate of a lone neuron at constant current", "Hz"
+        ),
+        "fi_rate_target": label(
+            xr.DataArray(cal.target_rate_hz(fi_current), dims="fi_point"), "target sigmoid(x) / lambda", "Hz"
+        ),
+        "fi_rate_siegert": label(
+            xr.DataArray(
+                cal.siegert_rate_hz(fi_current, constants.threshold_gap_mV, constants.tau_m_ms), dims="fi_point"
+            ),
+            "fitted diffusion-approximation LIF rate",
+            "Hz",
+        ),
+        "fi_rms": scalar(
+            np.sqrt(np.mean((fi_rate - cal.target_rate_hz(fi_current)) ** 2)) * cal.lambda_s,
+            "RMS(simulated - target rate) / max rate over the operating range",
+            "1",
+        ),
+    }
+    coords: dict[str, xr.DataArray] = {
+        "trial": label(xr.DataArray(np.arange(sp.n_trials), dims="trial"), "held-out trial", "1"),
+        "time": label(
+            xr.DataArray((np.arange(shape.steps) + 1) * shape.step_s, dims="time"), "time since trial start", "s"
+        ),
+        "rate_noise": label(
+            xr.DataArray(rn, dims="rate_noise"), "rate reference: evaluation noise draws, or no recurrent noise", "1"
+        ),
+        "search": label(xr.DataArray(np.arange(len(search)), dims="search"), "grid point of the lambda search", "1"),
+        "fi_point": label(xr.DataArray(np.arange(fi_current.size), dims="fi_point"), "point of the f-I check", "1"),
+        **unit_coords(circuit.n_exc, circuit.n_inh, circuit.dale),
+    }
+    if kind == "path_integration":
+        coords["space"] = label(xr.DataArray(["x", "y"], dims="space"), "spatial axis", "1")
+    protocols = ["task"] + (["quiescence"] if quiet_stats is not None else [])
+    stats = [task_stats] + ([quiet_stats] if quiet_stats is not None else [])
+    coords["protocol"] = label(xr.DataArray(protocols, dims="protocol"), "task trials or quiescence", "1")
+    data["unit_rate"] = label(
+        xr.DataArray(np.stack([s["unit_rate"] for s in stats]), dims=("protocol", "unit")), "mean firing rate", "Hz"
+    )
+    for key, long in (
+        ("mean_rate_exc", "mean firing rate of E units"),
+        ("mean_rate_inh", "mean firing rate of I units"),
+        ("max_unit_rate", "highest mean firing rate of a unit"),
+    ):
+        data[key] = label(xr.DataArray([s[key] for s in stats], dims="protocol"), long, "Hz")
+    data["fraction_silent"] = label(
+        xr.DataArray([s["fraction_silent"] for s in stats], dims="protocol"),
+        f"fraction of units firing < {SILENT_RATE_HZ} Hz",
+        "1",
+    )
+    raster, raster_coords = _events(spk.events[:n_raster], "task", "task trial")
+    data.update(raster)
+    coords.update(raster_coords)
+    if quiet is not None:
+        coords["quiet_trial"] = label(
+            xr.DataArray(np.arange(quiet.counts.shape[0]), dims="quiet_trial"), "quiescent trial", "1"
+        )
+        coords["quiet_time"] = label(
+            xr.DataArray((np.arange(quiet_steps) + 1) * shape.step_s, dims="quiet_time"),
+            "time since quiescence start",
+            "s",
+        )
+        data["quiet_spike_count"] = label(
+            xr.DataArray(quiet.counts.astype(np.uint16), dims=("quiet_trial", "quiet_time", "unit")),
+            "spikes per rate step during quiescence",
+            "1",
+        )
+        quiet_dims = ("quiet_trial", "quiet_time")
+        data.update(_state_vars(kind, "quiet_decoded", quiet_decoded, quiet_dims, "offline decoded from spikes"))
+        window = shape.duration_s  # quiescent spike events: the first trial-length of quiescent trial 0
+        units, times = quiet.events[0]
+        q_events, q_coords = _events([(units[times < window], times[times < window])], "quiet", "quiescent trial")
+        data.update(q_events)
+        coords.update(q_coords)
+        burn_in = spec.reactivation.burn_in_steps
+        data.update(
+            _state_vars(
+                kind, "quiet_rate_decoded", rate_quiet, ("quiet_trial", "quiet_time_after_burn_in"),
+                "offline decoded from the rate circuit's own quiescence (same starts)",
+            )
+        )  # fmt: skip
+        coords["quiet_time_after_burn_in"] = label(
+            xr.DataArray((np.arange(quiet_steps - burn_in) + 1) * shape.step_s, dims="quiet_time_after_burn_in"),
+            "time since the end of the quiescent burn-in",
+            "s",
+        )
+        kl, kl_rate, kl_uniform = kls
+        data["kl_offline"] = scalar(kl, "KL(spiking quiescent || rate waking) of decoded states after burn-in", "nat")
+        data["kl_offline_rate"] = scalar(
+            kl_rate, "KL(rate quiescent || rate waking) on the same quiescent starts (the rate reference)", "nat"
+        )
+        data["kl_uniform"] = scalar(kl_uniform, "KL(uniform || rate waking), the no-structure reference", "nat")
+    ds = xr.Dataset(data, coords=coords)
+    for name in ("spike_count", "quiet_spike_count", "spiking_rate", "rate_activity"):
+        if name in ds:
+            ds[name].encoding.update(COMPRESSION)
+    return ds

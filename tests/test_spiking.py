@@ -1,0 +1,315 @@
+"""The spiking twin: conversion (weights, Dale, refusals, tanh rewrite), f-I calibration, the Brian2 network
+(weights read back, build once / run many, seeds, a 2-neuron direction check), the readout filter, and a tiny
+end-to-end `recircuit spike` run on the numpy target with its figures."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from conftest import CIRCUITS_DIR
+
+from recircuit.circuit import Noise, build_circuit
+from recircuit.spiking.convert import (
+    ConversionRefused,
+    calibrate_lif,
+    check_convertible,
+    rate_circuit_from_model,
+    siegert_rate_hz,
+)
+from recircuit.spiking.network import (
+    LIFConstants,
+    NetworkShape,
+    NeuronParameters,
+    RunInputs,
+    SpikingNetwork,
+    filter_spikes,
+)
+from recircuit.spiking.simulate import simulate_rate_circuit
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+CONSTANTS = LIFConstants()
+
+
+def quiet_state(n: int, v_mV: float | np.ndarray = -65.0) -> dict[str, np.ndarray]:
+    return {
+        "v": np.broadcast_to(np.asarray(v_mV, dtype=float), (n,)).copy(),
+        "I_rec": np.zeros(n),
+        "g_rise": np.zeros(n),
+        "lastspike": np.full(n, -1e4),
+        "not_refractory": np.ones(n, dtype=bool),
+    }
+
+
+def params(n: int, cal=None, noise_mV: float | None = None, tau_s: float = 0.1) -> NeuronParameters:
+    if cal is None:
+        return NeuronParameters(np.full(n, tau_s), np.zeros(n), 10.0, 10.0, 3.0 if noise_mV is None else noise_mV, 5.0)
+    return NeuronParameters(
+        np.full(n, tau_s), np.zeros(n), cal.gain_mV, cal.offset_mV, cal.noise_mV if noise_mV is None else noise_mV,
+        cal.refractory_ms,
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ conversion
+@pytest.mark.parametrize("activation", ["relu", "softplus"])
+def test_non_saturating_activations_are_refused(make_spec, activation):
+    model, _ = build_circuit(make_spec("path_integration", {"network.activation": activation}))
+    with pytest.raises(ConversionRefused, match=rf"network.activation is '{activation}'.*Kim, Li & Sejnowski"):
+        rate_circuit_from_model(model)
+
+
+def test_unknown_mechanisms_are_refused_not_dropped(make_spec):
+    spec = make_spec("path_integration", {"network.normalization.kind": "subtractive"})
+    with pytest.raises(ConversionRefused, match=r"network.normalization"):
+        check_convertible(spec, ["recurrent_raw"])
+    with pytest.raises(ConversionRefused, match=r"model parameter 'gate_raw'"):
+        check_convertible(make_spec(), ["recurrent_raw", "gate_raw"])
+    check_convertible(make_spec(), build_circuit(make_spec())[0].state_dict().keys())  # the plain circuit converts
+
+
+def test_tanh_circuit_is_rewritten_exactly_as_sigmoid(make_spec):
+    model, task = build_circuit(make_spec("head_direction", {"network.activation": "tanh"}))
+    with torch.no_grad():
+        model.bias.normal_(0, 0.5, generator=torch.Generator().manual_seed(3))
+    circuit = rate_circuit_from_model(model)
+    assert circuit.source_activation == "tanh"
+    trials = task.sample(3, 12, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        outputs, rates = model(trials.inputs, trials.initial_code, Noise(None, None))
+        h0 = model.initial_rates(trials.initial_code)
+    s = simulate_rate_circuit(circuit, trials.inputs.double().numpy(), h0.double().numpy())
+    np.testing.assert_allclose(s, (1 + rates.double().numpy()) / 2, atol=2e-5)
+    np.testing.assert_allclose(s @ circuit.output.T + circuit.output_bias, outputs.double().numpy(), atol=2e-4)
+    exc, inh = circuit.recurrent[:, : circuit.n_exc], circuit.recurrent[:, circuit.n_exc :]
+    assert (exc >= 0).all() and (inh <= 0).all()
+
+
+def test_calibration_fits_sigmoid_over_lambda_within_a_few_percent():
+    for max_rate in (25.0, 100.0, 200.0):
+        cal = calibrate_lif(1 / max_rate, (-8.0, 9.0), 5.0, CONSTANTS.threshold_gap_mV, CONSTANTS.tau_m_ms, 1.0)
+        assert cal.relative_rms_error < 0.06, (max_rate, cal)
+        assert 1.0 <= cal.refractory_ms < 1000.0 / max_rate
+        x = np.linspace(-8.0, 9.0, 50)
+        fitted = cal.siegert_rate_hz(x, CONSTANTS.threshold_gap_mV, CONSTANTS.tau_m_ms)
+        assert np.sqrt(np.mean((fitted - cal.target_rate_hz(x)) ** 2)) == pytest.approx(cal.rms_error_hz, rel=0.2)
+    with pytest.raises(ValueError, match="high > low"):
+        calibrate_lif(0.01, (2.0, 1.0), 5.0, 15.0, 10.0, 1.0)
+    # Siegert sanity: strong drive -> close to the deterministic LIF rate 1/(t_ref + tau ln(mu/(mu - gap)))
+    deterministic = 1 / (0.002 + 0.01 * math.log(30 / 15))
+    assert siegert_rate_hz(np.array([30.0]), 0.2, 15.0, 0.01, 0.002)[0] == pytest.approx(deterministic, rel=0.01)
+
+
+# --------------------------------------------------------------------------------------------- readout filter
+def test_readout_filter_has_unit_area_and_chains_across_runs():
+    rate_hz, step, steps, tau = 40.0, 0.02, 100, np.array([0.1, 0.05])
+    spikes = np.arange(0, steps * step, 1 / rate_hz) + 1e-4
+    unit = np.zeros(spikes.size, dtype=np.int64)
+    unit[1::2] = 1  # unit 1 gets every other spike: 20 Hz
+    zeros = (np.zeros(2), np.zeros(2))
+    whole, _ = filter_spikes(unit, spikes, steps, step, tau, 0.002, zeros)
+    assert whole[steps // 2 :, 0].mean() == pytest.approx(rate_hz / 2, rel=0.05)
+    assert whole[steps // 2 :, 1].mean() == pytest.approx(rate_hz / 2, rel=0.05)
+    half = steps // 2
+    first = spikes < half * step
+    a, carried = filter_spikes(unit[first], spikes[first], half, step, tau, 0.002, zeros)
+    b, _ = filter_spikes(unit[~first], spikes[~first] - half * step, half, step, tau, 0.002, carried)
+    np.testing.assert_allclose(np.concatenate([a, b]), whole, rtol=1e-10)
+
+
+# ------------------------------------------------------------------------------------------------ Brian2 network
+def test_fi_curve_matches_sigmoid_over_lambda_numpy_target():
+    """Lone neurons at constant currents (no synapses): rate = sigmoid(x)/lambda within 10% RMS of the max rate."""
+    lam, low, high, replicas = 1 / 100, -6.0, 7.0, 12
+    cal = calibrate_lif(lam, (low, high), 5.0, CONSTANTS.threshold_gap_mV, CONSTANTS.tau_m_ms, 1.0)
+    currents = np.linspace(low, high, 30)
+    n = currents.size * replicas
+    shape = NetworkShape(n, 15, 0.02, 0.1)  # 0.3 s x 12 replicas = 3.6 neuron-seconds per current
+    rng = np.random.default_rng(0)
+    with SpikingNetwork(shape, target="numpy") as net:
+        out = net.run(
+            RunInputs(
+                np.zeros((n, n)),
+                np.tile(np.repeat(currents, replicas), (shape.steps, 1)),
+                params(n, cal),
+                quiet_state(n, rng.uniform(-65, -50, n)),
+                seed=1,
+            )
+        )
+    rate = np.bincount(out.spike_unit, minlength=n).reshape(currents.size, replicas).mean(1) / shape.duration_s
+    rms = np.sqrt(np.mean((rate - cal.target_rate_hz(currents)) ** 2)) * lam
+    assert rms < 0.10, f"f-I RMS error {100 * rms:.1f}% of the max rate"
+    assert rate[-1] > 0.8 / lam and rate[0] < 0.05 / lam  # saturates near 1/lambda, silent at the low end
+
+
+def test_two_neuron_toy_excites_only_downstream_numpy_target():
+    """Only 0 -> 1 (w > 0): spikes of 0 raise the synaptic current of 1; spikes of 1 do nothing to 0."""
+    shape = NetworkShape(2, 5, 0.02, 0.1)
+    weights = np.array([[0.0, 0.0], [0.02, 0.0]])  # post x pre: row 1 receives from column 0
+    with SpikingNetwork(shape, target="numpy") as net:
+        p = params(2, noise_mV=0.0)
+        drive_0 = np.tile([3.0, -3.0], (shape.steps, 1))  # 0 fires, 1 is far below threshold
+        out = net.run(RunInputs(weights, drive_0, p, quiet_state(2), seed=0))
+        assert (out.spike_unit == 0).sum() > 5 and (out.spike_unit == 1).sum() == 0
+        assert out.final_state["I_rec"][1] > 0.05 and out.final_state["I_rec"][0] == 0.0
+        drive_1 = np.tile([-3.0, 3.0], (shape.steps, 1))  # now only 1 fires
+        out = net.run(RunInputs(weights, drive_1, p, quiet_state(2), seed=0))
+        assert (out.spike_unit == 1).sum() > 5 and (out.spike_unit == 0).sum() == 0
+        assert out.final_state["I_rec"][0] == 0.0 and out.final_state["I_rec"][1] == 0.0
+
+
+def test_run_inputs_are_checked_numpy_target():
+    shape = NetworkShape(3, 2, 0.02, 0.1)
+    with SpikingNetwork(shape, target="numpy") as net:
+        good = RunInputs(np.zeros((3, 3)), np.zeros((2, 3)), params(3), quiet_state(3), seed=0)
+        with pytest.raises(ValueError, match="post x pre"):
+            net.run(RunInputs(np.zeros((2, 3)), good.drive, good.parameters, good.initial_state, 0))
+        with pytest.raises(ValueError, match="steps x units"):
+            net.run(RunInputs(good.weights_s, np.zeros((3, 3)), good.parameters, good.initial_state, 0))
+        with pytest.raises(ValueError, match="refractory"):
+            bad = NeuronParameters(np.full(3, 0.1), np.zeros(3), 10.0, 10.0, 3.0, 0.05)
+            net.run(RunInputs(good.weights_s, good.drive, bad, good.initial_state, 0))
+    with pytest.raises(ValueError, match="whole number of spiking.dt_ms"):
+        SpikingNetwork(NetworkShape(3, 2, 0.02, 0.3), target="numpy")
+
+
+def test_cpp_standalone_builds_once_and_runs_many(make_spec, tmp_path):
+    """One build: weights read back = lambda W (Dale kept); seeds reproduce; a second session reuses the binary;
+    a new circuit and a new lambda through run_args change the spikes."""
+    model, task = build_circuit(make_spec("path_integration"))
+    circuit = rate_circuit_from_model(model)
+    n = circuit.n_units
+    cal = calibrate_lif(1 / 100, (-6.0, 6.0), 5.0, CONSTANTS.threshold_gap_mV, CONSTANTS.tau_m_ms, 1.0)
+    shape = NetworkShape(n, 10, 0.02, 0.1)
+    trials = task.sample(1, shape.steps, torch.Generator().manual_seed(0))
+    drive = trials.inputs[0].double().numpy() @ circuit.input.T
+    start = quiet_state(n, np.random.default_rng(0).uniform(-65, -50, n))
+    run_params = NeuronParameters(
+        circuit.tau_s, circuit.bias, cal.gain_mV, cal.offset_mV, cal.noise_mV, cal.refractory_ms
+    )
+
+    def inputs(weights, seed, p=run_params):
+        return RunInputs(weights, drive, p, start, seed)
+
+    with SpikingNetwork(shape, CONSTANTS, "cpp_standalone", tmp_path / "build") as net:
+        first = net.info
+        assert first.compiled and (first.directory / "main").is_file()
+        a = net.run(inputs(cal.lambda_s * circuit.recurrent, 7))
+        read_back = net.synapse_matrix_s()
+        np.testing.assert_allclose(read_back, cal.lambda_s * circuit.recurrent, rtol=1e-12, atol=0)
+        assert (read_back[:, : circuit.n_exc] >= 0).all() and (read_back[:, circuit.n_exc :] <= 0).all()
+        assert a.spike_unit.size > 0
+        b = net.run(inputs(cal.lambda_s * circuit.recurrent, 7))
+        c = net.run(inputs(cal.lambda_s * circuit.recurrent, 8))
+        assert np.array_equal(a.spike_unit, b.spike_unit) and np.array_equal(a.spike_time_s, b.spike_time_s)
+        assert not (a.spike_unit.size == c.spike_unit.size and np.array_equal(a.spike_time_s, c.spike_time_s))
+
+    binary_mtime = (first.directory / "main").stat().st_mtime
+    other, _ = build_circuit(make_spec("path_integration", {"training.seed": 5}))
+    other_circuit = rate_circuit_from_model(other)
+    with SpikingNetwork(shape, CONSTANTS, "cpp_standalone", tmp_path / "build") as net:
+        assert net.info.key == first.key and not net.info.compiled
+        assert (first.directory / "main").stat().st_mtime == binary_mtime  # no new make
+        again = net.run(inputs(cal.lambda_s * circuit.recurrent, 7))
+        assert np.array_equal(again.spike_time_s, a.spike_time_s)  # the reused binary reproduces the first session
+        new_circuit = net.run(inputs(cal.lambda_s * other_circuit.recurrent, 7))
+        np.testing.assert_allclose(net.synapse_matrix_s(), cal.lambda_s * other_circuit.recurrent, rtol=1e-12)
+        cal2 = calibrate_lif(1 / 40, (-6.0, 6.0), 5.0, CONSTANTS.threshold_gap_mV, CONSTANTS.tau_m_ms, 1.0)
+        p2 = NeuronParameters(
+            circuit.tau_s, circuit.bias, cal2.gain_mV, cal2.offset_mV, cal2.noise_mV, cal2.refractory_ms
+        )
+        new_lambda = net.run(inputs(cal2.lambda_s * circuit.recurrent, 7, p2))
+        assert not np.array_equal(new_circuit.spike_time_s, a.spike_time_s)
+        assert new_lambda.spike_unit.size < 0.7 * a.spike_unit.size  # max rate 40 Hz instead of 100 Hz
+    assert not list((tmp_path / "build").glob("*.run-*")), "private run folders must be removed"
+
+
+# ----------------------------------------------------------------------------------------------- end to end
+def test_spike_command_writes_spiking_nc_and_figures(make_spec, tmp_path, tiny_set_args, capsys):
+    from recircuit.cli import main
+    from recircuit.results import check_labelled
+    from recircuit.spiking.figures import make_spiking_figures
+
+    run = tmp_path / "run"
+    spec_file = str(CIRCUITS_DIR / "path_integration.yaml")
+    assert main(["train", spec_file, "--out", str(run), "--set", *tiny_set_args()]) == 0
+    assert main(["evaluate", str(run), "--device", "cpu"]) == 0
+    settings = [
+        "spiking.target=numpy",
+        "spiking.dt_ms=0.5",  # coarse, so the numpy target is quick; the f-I check below still holds
+        "spiking.n_trials=2",
+        "spiking.n_search_trials=1",
+        "spiking.max_rate_grid_hz=[50,100]",
+        "spiking.n_quiescent_trials=1",
+        "spiking.quiescent_steps=30",
+        "spiking.fi_check_s=0.4",
+        "reactivation.burn_in_steps=10",
+        "reactivation.kl_samples=200",
+    ]
+    assert main(["spike", str(run), "--set", *settings]) == 0
+    ds = xr.open_dataset(run / "spiking.nc", engine="h5netcdf").load()
+    check_labelled(ds)
+    one = ds.isel(circuit=0, variant=0, seed=0)
+    assert one.sizes["trial"] == 2 and one.sizes["unit"] == 32 and one.sizes["quiet_time"] == 30
+    assert one.sizes["search"] == 2 and float(one["max_rate"]) in one["search_max_rate"].values
+    assert one["search_max_rate"].values.tolist() == [50.0, 100.0]
+    assert np.isfinite(one["error_ratio"].values).all() and (one["error_ratio"].values > 0).all()
+    assert np.isfinite(float(one["kl_offline"])) and np.isfinite(float(one["kl_offline_rate"]))
+    assert int(one["spike_count"].sum()) > 0 and one["spike_count"].dtype == np.uint16
+    assert float(one["fi_rms"]) < 0.2
+    assert ds.attrs["brian2_target"] == "numpy" and "spec_json" in ds.attrs
+    summary = tmp_path / "summary"
+    summary.mkdir()
+    (summary / "spiking.nc").write_bytes((run / "spiking.nc").read_bytes())
+    paths = make_spiking_figures(summary, tmp_path / "figures")
+    names = {p.name for p in paths}
+    assert {"spiking_agreement.png", "spiking_agreement.pdf", "spiking_fi_curves.png"} <= names
+    assert any(n.startswith("spiking_raster_") and n.endswith(".png") for n in names)
+    assert any(n.startswith("spiking_offline_") for n in names)
+    assert all(p.stat().st_size > 0 for p in paths)
+
+    # bad input: a missing folder (exit 2), a refused activation (exit 2, the reason named)
+    capsys.readouterr()
+    assert main(["spike", str(tmp_path / "nowhere")]) == 2
+    assert "run folder not found" in capsys.readouterr().err
+    relu = tmp_path / "relu"
+    relu_settings = tiny_set_args(overrides={"network.activation": "relu", "training.steps": 2})
+    assert main(["train", spec_file, "--out", str(relu), "--set", *relu_settings]) == 0
+    capsys.readouterr()
+    assert main(["spike", str(relu), "--set", "spiking.target=numpy"]) == 2
+    assert "network.activation is 'relu'" in capsys.readouterr().err
+    assert not (relu / "spiking.nc").exists()
+    assert main(["spike", str(run), "--set", "network.tau_ms=5"]) == 2
+
+
+def test_rate_matched_quiescent_noise_follows_the_rate_model(make_spec):
+    """membrane+rate quiescence: eps is the rate model's accumulated state noise (AR(1), leak a), fed as W eps."""
+    from recircuit.spiking.simulate import rate_noise_states
+
+    spec = make_spec("head_direction", {"network.noise.recurrent_sd": 0.2, "reactivation.noise_mode": "same"})
+    model, _ = build_circuit(spec)
+    circuit = rate_circuit_from_model(model)
+    drive, state, sd = rate_noise_states(model, circuit, 40, 200, seed=0)
+    assert sd == 0.2
+    a = spec.alpha
+    stationary = sd**2 * a / (1 - (1 - a) ** 2)
+    assert state[:, 50:].var() == pytest.approx(stationary, rel=0.1)
+    np.testing.assert_allclose(drive[:, 1:], state[:, :-1] @ circuit.recurrent.T, atol=1e-12)
+    assert (drive[:, 0] == 0).all()
+    quiet_model, _ = build_circuit(make_spec("head_direction", {"network.noise.recurrent_sd": 0.0}))
+    drive0, state0, sd0 = rate_noise_states(quiet_model, rate_circuit_from_model(quiet_model), 2, 10, seed=0)
+    assert sd0 == 0 and not drive0.any() and not state0.any()
+
+
+def test_discrete_matched_synaptic_decay_reproduces_the_euler_leak():
+    from recircuit.spiking.convert import synaptic_decay_s
+
+    tau, step = np.array([0.1, 0.04]), 0.02
+    matched = synaptic_decay_s(tau, step, "discrete_matched")
+    np.testing.assert_allclose(np.exp(-step / matched), 1 - step / tau, rtol=1e-12)
+    np.testing.assert_array_equal(synaptic_decay_s(tau, step, "rate_tau"), tau)
+    with pytest.raises(ValueError, match="dt/tau < 1"):
+        synaptic_decay_s(np.array([0.02]), 0.02, "discrete_matched")
