@@ -112,6 +112,9 @@ def test_tiny_run_writes_labelled_finite_datasets(tiny_run):
     kl = reactivation["kl"].sel(circuit="path_integration", seed=0).squeeze()
     assert "noisy" in kl.quiescent.values and "noise_free" in kl.waking.values
     assert np.isfinite(kl.sel(quiescent="noisy", waking="noisy"))
+    spiking = xr.open_dataset(results / "summary/spiking.nc", engine="h5netcdf")
+    ratio = spiking["error_ratio"].sel(circuit="head_direction", variant="noisy", seed=0)
+    assert np.isfinite(ratio).all() and float(ratio.max()) > 0
     for name in ("training_curves", "decoded_trajectories", "error_over_time", "reactivation_path_integration_kl"):
         for ext in ("png", "pdf"):
             assert (results / "figures" / f"{name}.{ext}").stat().st_size > 1000
