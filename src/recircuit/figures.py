@@ -20,12 +20,13 @@ plt.rcParams.update({"figure.dpi": 110, "axes.spines.top": False, "axes.spines.r
 ERROR_VARIABLES = {"path_integration": ("position_error", "cm"), "head_direction": ("heading_error", "deg")}
 
 
-def save_figure(fig: plt.Figure, out_dir: Path, name: str) -> list[Path]:
-    """Save as PNG and PDF; return both paths."""
+def save_figure(fig: plt.Figure, out_dir: str | Path, name: str, dpi: int = 150) -> list[Path]:
+    """Save ``name``.png and ``name``.pdf into out_dir (pyplot or bare matplotlib Figure); return both paths."""
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{name}.{ext}" for ext in ("png", "pdf")]
     for path in paths:
-        fig.savefig(path, bbox_inches="tight")
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return paths
 

@@ -382,3 +382,40 @@ def dump_spec_yaml(spec: CircuitSpec) -> str:
     buffer = io.StringIO()
     YAML(typ="safe", pure=True).dump(spec.model_dump(mode="json"), buffer)
     return buffer.getvalue()
+
+
+def with_section_overrides(spec: CircuitSpec, overrides: Sequence[str], sections: Sequence[str]) -> CircuitSpec:
+    """``spec`` with ``<section>.<field>=value`` overrides applied to the named analysis sections only.
+
+    The other sections describe a circuit that is already trained, so overriding them is refused. Raises SpecError
+    listing every problem.
+    """
+    if not overrides:
+        return spec
+    values = {name: getattr(spec, name).model_dump() for name in sections}
+    problems: list[str] = []
+    for text in overrides:
+        try:
+            key, value = parse_override(text)
+        except ValueError as exc:
+            problems.append(f"--set {text}: {exc}")
+            continue
+        parts = key.split(".")
+        if len(parts) != 2 or parts[0] not in values:
+            allowed = " or ".join(f"{name}.<field>" for name in sections)
+            problems.append(f"--set {text}: {key}: only {allowed} can be set here (the circuit is trained)")
+            continue
+        values[parts[0]][parts[1]] = value
+    if problems:
+        raise SpecError(problems)
+    update = {}
+    for name, section in values.items():
+        try:
+            update[name] = type(getattr(spec, name)).model_validate(section)
+        except ValidationError as exc:
+            for err in exc.errors(include_url=False):
+                where = ".".join(map(str, err["loc"])) or "(section)"
+                problems.append(f"--set: {name}.{where}: {err['msg'].removeprefix('Value error, ')}")
+    if problems:
+        raise SpecError(problems)
+    return spec.model_copy(update=update)

@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
+from recircuit.figures import save_figure
 from recircuit.results import open_dataset  # noqa: E402
 
 CURVATURE_SUMMARY = "curvature.nc"
@@ -59,13 +60,6 @@ def spearman_title(x: np.ndarray, y: np.ndarray) -> str:
     return f"Spearman rho = {rho:+.2f}, p = {p:.2g} (n = {len(x)})"
 
 
-def _save(fig: plt.Figure, out_dir: Path, name: str) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{name}.{ext}" for ext in ("png", "pdf")]
-    for path in paths:
-        fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
-    return paths
 
 
 def _scatter_by_rule(ax, x, y, rules) -> None:
@@ -98,7 +92,7 @@ def curvature_vs_gap(ds: xr.Dataset, out_dir: Path) -> list[Path]:
                 ax.legend(frameon=False, fontsize=7, title="rule", title_fontsize=7)
     fig.suptitle("Curvature of the exact loss vs generalization gap (one point per trained circuit; (1) = dimensionless)")
     fig.tight_layout(rect=(0, 0, 1, 0.95))
-    return _save(fig, out_dir, "curvature_vs_gap")
+    return save_figure(fig, out_dir, "curvature_vs_gap")
 
 
 def curvature_by_rule(ds: xr.Dataset, out_dir: Path) -> list[Path]:
@@ -122,7 +116,7 @@ def curvature_by_rule(ds: xr.Dataset, out_dir: Path) -> list[Path]:
             ax.set_title(circuit.replace("_", " "), fontsize=8)
     fig.suptitle("Top Hessian eigenvalue and training loss per rule (points = seeds, bar = median)", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
-    return _save(fig, out_dir, "curvature_by_rule")
+    return save_figure(fig, out_dir, "curvature_by_rule")
 
 
 def make_curvature_figures(summary_dir: str | Path, out_dir: str | Path) -> list[Path]:

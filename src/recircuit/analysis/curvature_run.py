@@ -35,7 +35,7 @@ from recircuit.analysis.generalization import SHIFTS, generalization
 from recircuit.circuit.io import load_model
 from recircuit.learning.train import device_description, error_variable, resolve_device, training_set
 from recircuit.results import label, provenance, save_dataset, with_sweep_dims
-from recircuit.spec import CircuitSpec, parse_override
+from recircuit.spec import CircuitSpec, with_section_overrides
 
 CURVATURE_FILE = "curvature.nc"
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -43,16 +43,7 @@ DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 def curvature_spec_overrides(spec: CircuitSpec, overrides: list[str]) -> CircuitSpec:
     """``spec`` with dotted ``curvature.*`` overrides applied (other sections describe the trained model: refused)."""
-    if not overrides:
-        return spec
-    section = spec.curvature.model_dump()
-    for text in overrides:
-        key, value = parse_override(text)
-        parts = key.split(".")
-        if parts[0] != "curvature" or len(parts) != 2:
-            raise ValueError(f"--set {text}: only curvature.<key> can be changed for a trained run")
-        section[parts[1]] = value
-    return spec.model_validate({**spec.model_dump(), "curvature": section})
+    return with_section_overrides(spec, overrides, ("curvature",))
 
 
 def hessian_batch(spec: CircuitSpec, device: torch.device):

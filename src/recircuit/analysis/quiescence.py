@@ -26,14 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import xarray as xr
-from pydantic import ValidationError
 
 from recircuit.circuit.io import build_circuit, load_model
 from recircuit.circuit.network import EICircuit, Noise
 from recircuit.learning.evaluate import unit_coords
 from recircuit.learning.train import device_description, resolve_device
 from recircuit.results import label, provenance, save_dataset, with_sweep_dims
-from recircuit.spec import CircuitSpec, SpecError, parse_override
+from recircuit.spec import CircuitSpec, with_section_overrides
 from recircuit.spec_sections.reactivation import ReactivationSpec
 
 QUIESCENCE_FILE = "quiescence.nc"
@@ -46,34 +45,7 @@ COMPRESSION = {"zlib": True, "complevel": 4}
 # ------------------------------------------------------------------------------------------------------ the spec
 def with_reactivation_overrides(spec: CircuitSpec, overrides: Sequence[str]) -> CircuitSpec:
     """The spec with ``reactivation.<field>=value`` overrides applied (the trained circuit itself is fixed)."""
-    if not overrides:
-        return spec
-    section = spec.reactivation.model_dump()
-    problems: list[str] = []
-    for text in overrides:
-        try:
-            key, value = parse_override(text)
-        except ValueError as exc:
-            problems.append(f"--set {text}: {exc}")
-            continue
-        parts = key.split(".")
-        if len(parts) != 2 or parts[0] != "reactivation":
-            problems.append(f"--set {text}: {key}: only reactivation.<field> can be set here (the circuit is trained)")
-            continue
-        section[parts[1]] = value
-    if problems:
-        raise SpecError(problems)
-    try:
-        reactivation = ReactivationSpec.model_validate(section)
-    except ValidationError as exc:
-        raise SpecError(
-            [
-                f"--set: reactivation.{'.'.join(map(str, err['loc'])) or '(section)'}: "
-                f"{err['msg'].removeprefix('Value error, ')}"
-                for err in exc.errors(include_url=False)
-            ]
-        ) from None
-    return spec.model_copy(update={"reactivation": reactivation})
+    return with_section_overrides(spec, overrides, ("reactivation",))
 
 
 def condition_noise_sd(rs: ReactivationSpec, training_sd: float) -> dict[str, float | None]:

@@ -14,25 +14,17 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from recircuit.figures import save_figure
 from recircuit.results import open_dataset
 
 QUIESCENT_COLOUR = "tab:blue"
 WAKING_COLOUR = "tab:orange"
 
 
-def _save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
-    """Write ``name``.png (150 dpi) and ``name``.pdf into out_dir."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig)
-    paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
-    for path in paths:
-        fig.savefig(path, dpi=150, bbox_inches="tight")
-    return paths
 
 
 def _selections(ds: xr.Dataset, required: str) -> Iterator[tuple[str, xr.Dataset]]:
@@ -126,7 +118,7 @@ def occupancy_figures(ds: xr.Dataset, out_dir: Path) -> list[Path]:
         if image is not None:
             fig.colorbar(image, ax=axes, shrink=0.8, label="fraction of samples per bin (square-root scale)")
         fig.suptitle(f"{name}: decoded position, awake vs offline (mean over {sub.sizes['seed']} seeds)")
-        paths += _save(fig, out_dir, f"reactivation_{name}_occupancy")
+        paths += save_figure(fig, out_dir, f"reactivation_{name}_occupancy")
     return paths
 
 
@@ -155,7 +147,7 @@ def kl_matrix_figures(ds: xr.Dataset, out_dir: Path) -> list[Path]:
         ax.set_ylabel("quiescent distribution Q")
         fig.colorbar(image, ax=ax, label="KL(Q || P) (nat)")
         ax.set_title(f"{name}: KL(quiescent || waking), mean over {sub.sizes['seed']} seeds", fontsize=10)
-        paths += _save(fig, out_dir, f"reactivation_{name}_kl")
+        paths += save_figure(fig, out_dir, f"reactivation_{name}_kl")
     return paths
 
 
@@ -201,7 +193,7 @@ def _dynamics(ds: xr.Dataset, out_dir: Path, what: str, space_units: str, var_un
         ax_step.set_ylabel(f"mean step ({space_units} per time step)")
         ax_step.set_title("step of the decoded output, offline vs awake", fontsize=9)
         fig.suptitle(f"{name}: offline dynamics ({sub.sizes['seed']} seeds)")
-        paths += _save(fig, out_dir, f"reactivation_{name}_dynamics")
+        paths += save_figure(fig, out_dir, f"reactivation_{name}_dynamics")
     return paths
 
 
@@ -237,7 +229,7 @@ def heading_figures(ds: xr.Dataset, out_dir: Path) -> list[Path]:
             if i == 0:
                 fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=8)
         fig.suptitle(f"{name}: decoded heading, offline vs awake ({sub.sizes['seed']} seeds)")
-        paths += _save(fig, out_dir, f"reactivation_{name}_headings")
+        paths += save_figure(fig, out_dir, f"reactivation_{name}_headings")
     return paths
 
 
@@ -290,7 +282,7 @@ def trajectory_figures(quiescence: xr.Dataset, out_dir: Path, n_trials: int = 3,
         if not drew:
             continue
         fig.suptitle(f"{circuit}: offline decoded trajectories (first {n_steps} steps after burn-in, seed 0 of sweep)")
-        paths += _save(fig, out_dir, f"reactivation_{circuit}_trajectories")
+        paths += save_figure(fig, out_dir, f"reactivation_{circuit}_trajectories")
     return paths
 
 

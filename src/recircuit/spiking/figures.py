@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from recircuit.figures import save_figure
 from recircuit.results import open_dataset
 
 SPIKING_SUMMARY = "spiking.nc"
@@ -25,14 +25,6 @@ SPIKE_COLOUR, RATE_COLOUR, TRUE_COLOUR = "tab:purple", "black", "tab:green"
 N_EXAMPLE_UNITS = 4
 
 
-def _save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
-    """Write ``name``.png (150 dpi) and ``name``.pdf into out_dir."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig)
-    paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
-    for path in paths:
-        fig.savefig(path, dpi=150, bbox_inches="tight")
-    return paths
 
 
 def _runs(ds: xr.Dataset) -> Iterator[tuple[str, xr.Dataset]]:
@@ -98,7 +90,7 @@ def raster(run: xr.Dataset, name: str, out_dir: Path) -> list[Path]:
     axes[0].legend(loc="upper right", fontsize=7, frameon=False)
     fig.suptitle(f"Spiking twin raster: {name.replace('_', ' ')}", fontsize=9)
     fig.tight_layout()
-    return _save(fig, out_dir, f"spiking_raster_{name}")
+    return save_figure(fig, out_dir, f"spiking_raster_{name}")
 
 
 def example_units(run: xr.Dataset, name: str, out_dir: Path) -> list[Path]:
@@ -122,7 +114,7 @@ def example_units(run: xr.Dataset, name: str, out_dir: Path) -> list[Path]:
     axes[0].legend(loc="upper right", fontsize=7, frameon=False)
     fig.suptitle(f"Rate vs spiking activity, trial 0: {name.replace('_', ' ')}", fontsize=9)
     fig.tight_layout()
-    return _save(fig, out_dir, f"spiking_units_{name}")
+    return save_figure(fig, out_dir, f"spiking_units_{name}")
 
 
 def decoded_trajectory(run: xr.Dataset, name: str, out_dir: Path) -> list[Path]:
@@ -156,7 +148,7 @@ def decoded_trajectory(run: xr.Dataset, name: str, out_dir: Path) -> list[Path]:
     ax.set_title(f"{name.replace('_', ' ')}\nerror spiking / rate = {ratio:.2f} (all trials)", fontsize=8)
     ax.legend(fontsize=7, frameon=False)
     fig.tight_layout()
-    return _save(fig, out_dir, f"spiking_decoded_{name}")
+    return save_figure(fig, out_dir, f"spiking_decoded_{name}")
 
 
 def offline_states(run: xr.Dataset, name: str, out_dir: Path) -> list[Path]:
@@ -192,7 +184,7 @@ def offline_states(run: xr.Dataset, name: str, out_dir: Path) -> list[Path]:
         fontsize=9,
     )
     fig.tight_layout()
-    return _save(fig, out_dir, f"spiking_offline_{name}")
+    return save_figure(fig, out_dir, f"spiking_offline_{name}")
 
 
 def agreement_summary(ds: xr.Dataset, out_dir: Path) -> list[Path]:
@@ -223,7 +215,7 @@ def agreement_summary(ds: xr.Dataset, out_dir: Path) -> list[Path]:
     axes[2].legend(fontsize=7, frameon=False)
     fig.suptitle("Spiking twin vs rate circuit (held-out trials; quiescence from the same starts)", fontsize=9)
     fig.tight_layout()
-    return _save(fig, out_dir, "spiking_agreement")
+    return save_figure(fig, out_dir, "spiking_agreement")
 
 
 def fi_curves(ds: xr.Dataset, out_dir: Path) -> list[Path]:
@@ -241,7 +233,7 @@ def fi_curves(ds: xr.Dataset, out_dir: Path) -> list[Path]:
         ax.set_title(f"{name.replace('_', ' ')}\nRMS {100 * float(run['fi_rms']):.1f}% of max", fontsize=8)
     axes[0].legend(fontsize=7, frameon=False)
     fig.tight_layout()
-    return _save(fig, out_dir, "spiking_fi_curves")
+    return save_figure(fig, out_dir, "spiking_fi_curves")
 
 
 def make_spiking_figures(summary_dir: str | Path, out_dir: str | Path) -> list[Path]:

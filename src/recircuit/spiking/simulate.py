@@ -37,14 +37,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import xarray as xr
-from pydantic import ValidationError
 
 from recircuit.circuit.io import load_model
 from recircuit.circuit.network import EICircuit, Noise
 from recircuit.learning.evaluate import WAKING_FILE, unit_coords
 from recircuit.learning.train import error_variable
 from recircuit.results import label, open_dataset, provenance, save_dataset, with_sweep_dims
-from recircuit.spec import CircuitSpec, SpecError, parse_override
+from recircuit.spec import CircuitSpec, with_section_overrides
 from recircuit.spiking.convert import LIFCalibration, RateCircuit, calibrate_lif, rate_circuit_from_model
 from recircuit.spiking.network import (
     LIFConstants,
@@ -485,38 +484,7 @@ OVERRIDABLE_SECTIONS = ("spiking", "reactivation")
 
 def with_overrides(spec: CircuitSpec, overrides: Sequence[str]) -> CircuitSpec:
     """The spec with ``spiking.<field>=value`` / ``reactivation.<field>=value`` overrides (the circuit is trained)."""
-    if not overrides:
-        return spec
-    sections = {name: getattr(spec, name).model_dump() for name in OVERRIDABLE_SECTIONS}
-    problems: list[str] = []
-    for text in overrides:
-        try:
-            key, value = parse_override(text)
-        except ValueError as exc:
-            problems.append(f"--set {text}: {exc}")
-            continue
-        parts = key.split(".")
-        if len(parts) != 2 or parts[0] not in sections:
-            problems.append(
-                f"--set {text}: {key}: only spiking.<field> or reactivation.<field> can be set here "
-                "(the circuit is trained)"
-            )
-            continue
-        sections[parts[0]][parts[1]] = value
-    if problems:
-        raise SpecError(problems)
-    update = {}
-    for name, section in sections.items():
-        model_type = type(getattr(spec, name))
-        try:
-            update[name] = model_type.model_validate(section)
-        except ValidationError as exc:
-            for err in exc.errors(include_url=False):
-                where = ".".join(map(str, err["loc"])) or "(section)"
-                problems.append(f"--set: {name}.{where}: {err['msg'].removeprefix('Value error, ')}")
-    if problems:
-        raise SpecError(problems)
-    return spec.model_copy(update=update)
+    return with_section_overrides(spec, overrides, OVERRIDABLE_SECTIONS)
 
 
 def spike(
