@@ -32,10 +32,10 @@ from recircuit.circuit.network import EICircuit, Noise
 from recircuit.learning.evaluate import unit_coords
 from recircuit.learning.train import device_description, resolve_device
 from recircuit.results import label, provenance, save_dataset, with_sweep_dims
+from recircuit.analysis.reactivation import QUIESCENCE_FILE, circular_output_variance, output_variance
 from recircuit.spec import CircuitSpec, with_section_overrides
 from recircuit.spec_sections.reactivation import ReactivationSpec
 
-QUIESCENCE_FILE = "quiescence.nc"
 CONDITIONS: tuple[str, ...] = ("trained", "offline_noise", "untrained", "uniform")
 NETWORK_CONDITIONS: tuple[str, ...] = ("trained", "offline_noise", "untrained")
 CHUNK_STEPS = 100  # quiescent steps simulated per chunk (bounds memory: noise and rates of one chunk)
@@ -135,7 +135,6 @@ def uniform_states(task_spec, batch: int, steps: int, generator: torch.Generator
 # --------------------------------------------------------------------------------------------------- the dataset
 def output_variance_of(kind: str, decoded: np.ndarray) -> float:
     """Mean over trials of the per-trajectory output variance (see recircuit.analysis.reactivation)."""
-    from recircuit.analysis.reactivation import circular_output_variance, output_variance
 
     if np.isnan(decoded).all():
         return float("nan")

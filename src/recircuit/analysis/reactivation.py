@@ -33,11 +33,13 @@ import numpy as np
 import xarray as xr
 from scipy.stats import binomtest, gaussian_kde
 
-from recircuit.analysis.quiescence import QUIESCENCE_FILE, with_reactivation_overrides
 from recircuit.learning.evaluate import WAKING_FILE
 from recircuit.results import SWEEP_DIMS, label, open_dataset, provenance, save_dataset, with_sweep_dims
-from recircuit.spec import spec_from_json
+from recircuit.spec import spec_from_json, with_section_overrides
 from recircuit.spec_sections.reactivation import ReactivationSpec
+
+
+QUIESCENCE_FILE = "quiescence.nc"  # written by recircuit.analysis.quiescence, read here
 
 REACTIVATION_FILE = "reactivation.nc"
 RATIO_CLIP = (1e-7, 1e7)
@@ -598,7 +600,7 @@ def compute_reactivation(
     if first_quiet is None:
         raise ValueError("no runs given (use --run LABEL=RUN_DIR)")
     spec = spec_from_json(first_quiet.attrs["spec_json"])
-    rs = with_reactivation_overrides(spec, overrides).reactivation
+    rs = with_section_overrides(spec, overrides, ("reactivation",)).reactivation
     ds = reactivation_dataset(loaded, rs, circuit=circuit, seed=seed, variant=variant)
     ds.attrs["runs_json"] = json.dumps({lbl: str(path) for lbl, path in runs.items()})
     return save_dataset(ds, out)

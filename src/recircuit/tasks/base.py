@@ -7,7 +7,6 @@ from typing import Protocol
 
 import torch
 
-from recircuit.spec import HeadDirectionTask, PathIntegrationTask
 
 
 @dataclass(frozen=True)
@@ -45,12 +44,3 @@ def sample_gains(
     per_segment = 1.0 + epsilon * (2.0 * torch.rand(batch_size, segments, generator=generator, device=device) - 1.0)
     segment_of_step = torch.div(torch.arange(steps, device=device) * segments, steps, rounding_mode="floor")
     return per_segment[:, segment_of_step]
-
-
-def make_task(task_spec: PathIntegrationTask | HeadDirectionTask, device: str | torch.device = "cpu") -> Task:
-    from recircuit.tasks.head_direction import HeadDirection
-    from recircuit.tasks.path_integration import PathIntegration
-
-    if task_spec.kind == "path_integration":
-        return PathIntegration(task_spec, device)
-    return HeadDirection(task_spec, device)
