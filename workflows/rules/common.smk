@@ -1,5 +1,6 @@
 # Helpers shared by the rules: the checked sweep, paths, and the --set arguments of each run.
 import os
+import sys
 from recircuit.spec import load_spec
 from recircuit.sweep import SweepError, check_sweep, set_arguments
 
@@ -12,6 +13,9 @@ RESULTS = SWEEP.results_dir
 TASK_KIND = {name: load_spec(entry.spec).task.kind for name, entry in SWEEP.circuits.items()}
 # One thread per job: snakemake --cores N runs N jobs side by side, faster than N threads in one job.
 THREADS_ENV = "OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads} MKL_NUM_THREADS={threads}"
+# Jobs call the `recircuit` installed next to the Python running Snakemake (it imports recircuit above), also
+# when that environment is not activated.
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 os.environ.setdefault("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=4294967296")
 
 wildcard_constraints:
