@@ -31,6 +31,12 @@ def workflow_copy(tmp_path: Path) -> Path:
     return work
 
 
+def without_head_direction(config: str) -> str:
+    """The tiny config with only the path-integration circuit."""
+    config = config.replace("  head_direction:\n    spec: circuits/head_direction.yaml\n    variants: [noisy]\n", "")
+    return config.replace("  spiking: [head_direction]\n", "")
+
+
 def snakemake(work: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(
@@ -134,9 +140,7 @@ def test_killed_training_leaves_no_complete_result_and_rerun_resumes(tmp_path):
     config = config.replace("training.steps: 12", "training.steps: 400").replace(
         "training.checkpoint_every_steps: 6", "training.checkpoint_every_steps: 20"
     )
-    config = config.replace("variants: [noisy, noise_free]", "variants: [noisy]").replace(
-        "  head_direction:\n    spec: circuits/head_direction.yaml\n    variants: [noisy]\n", ""
-    )
+    config = without_head_direction(config.replace("variants: [noisy, noise_free]", "variants: [noisy]"))
     (work / "slow.yaml").write_text(config)
     run_dir = work / "results/path_integration/noisy/seed0"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -149,7 +153,10 @@ def test_killed_training_leaves_no_complete_result_and_rerun_resumes(tmp_path):
         assert time.time() < deadline, "no checkpoint appeared"
         assert proc.poll() is None, "workflow ended before it could be interrupted"
         time.sleep(0.2)
-    pids = subprocess.run(["pgrep", "-f", f"recircuit train .*{run_dir}"], capture_output=True, text=True).stdout.split()
+    candidates = subprocess.run(
+        ["pgrep", "-f", "recircuit train .*--out results/path_integration/noisy/seed0"], capture_output=True, text=True
+    ).stdout.split()
+    pids = [pid for pid in candidates if Path(f"/proc/{pid}/cwd").resolve() == work.resolve()]  # this test's jobs only
     assert pids, "training process not found"
     for pid in pids:
         os.kill(int(pid), signal.SIGKILL)
@@ -170,9 +177,7 @@ def test_killed_training_leaves_no_complete_result_and_rerun_resumes(tmp_path):
 def test_cluster_executor_runs_the_workflow(tmp_path):
     work = workflow_copy(tmp_path)
     shutil.copy(ROOT / "tests/cluster/submit.sh", work / "submit.sh")
-    config = (work / "workflows/config/tiny.yaml").read_text().replace(
-        "  head_direction:\n    spec: circuits/head_direction.yaml\n    variants: [noisy]\n", ""
-    )
+    config = without_head_direction((work / "workflows/config/tiny.yaml").read_text())
     (work / "cluster.yaml").write_text(config)
     result = snakemake(
         work, "--executor", "cluster-generic", "--cluster-generic-submit-cmd", "bash submit.sh",
