@@ -256,48 +256,38 @@ class EICircuit(nn.Module):
         recurrent_t = self.recurrent_weight().T
         rates, history = initial_rates, []
         step_noise = noise.recurrent.unbind(0) if noise.recurrent is not None else [None] * inputs.shape[1]
-        if self.normalization is not None:
-            return self._run_normalized(inputs, drive, recurrent_t, rates, step_noise, rule)
         self.homeostatic_loss = torch.zeros((), device=drive.device)
-        if rule is None or rule.name == "bptt":
+        if self.normalization is None and (rule is None or rule.name == "bptt"):
             for drive_t, noise_t in zip(drive.unbind(1), step_noise):
                 rates = circuit_step(rates, drive_t, recurrent_t, self.alpha, self.phi, noise_t, self.noise_on_drive)
                 history.append(rates)
             return torch.stack(history, 1)
-        for step, (drive_t, noise_t) in enumerate(zip(drive.unbind(1), step_noise)):
-            if rule.cut_before(step):
-                rates = rates.detach()
-            presynaptic = rates.detach() if rule.detach_presynaptic else rates
-            rates = split_circuit_step(
-                rates, presynaptic, drive_t, recurrent_t, self.alpha, self.phi, noise_t, self.noise_on_drive
-            )
-            history.append(rates)
-        return torch.stack(history, 1)
+        return self._run_general(inputs, drive, recurrent_t, rates, step_noise, rule)
 
-    def _run_normalized(self, inputs, drive, recurrent_t, rates, step_noise, rule) -> torch.Tensor:
-        """The time loop with the excitatory current normalized by the fast interneurons at every step.
-
-        Sets ``self.homeostatic_loss`` to the local loss averaged over time steps (it trains only the interneurons).
-        """
+    def _run_general(self, inputs, drive, recurrent_t, rates, step_noise, rule) -> torch.Tensor:
+        """The time loop with a credit-assignment rule's detaches and/or inhibitory normalization of the excitatory
+        current at every step; sets ``self.homeostatic_loss`` to the local loss averaged over time steps (it trains
+        only the normalizing interneurons)."""
+        normalization, n_exc = self.normalization, self.n_exc
         ones = torch.ones(inputs.shape[0], 1, device=inputs.device, dtype=inputs.dtype)
-        n_exc, normalization = self.n_exc, self.normalization
-        local_total, history = 0.0, []
+        local_total, history = torch.zeros((), device=drive.device), []
         for step, (drive_t, input_t, noise_t) in enumerate(zip(drive.unbind(1), inputs.unbind(1), step_noise)):
             if rule is not None and rule.cut_before(step):
                 rates = rates.detach()
-            presynaptic_activity = torch.cat([rates, input_t, ones], dim=1)
-            local_step = []
-
-            def normalize(current, x=presynaptic_activity, out=local_step):
-                z, local = normalization(current[:, :n_exc], x)
-                out.append(local)
-                return torch.cat([z, current[:, n_exc:]], dim=1)
-
             presynaptic = rates.detach() if rule is not None and rule.detach_presynaptic else rates
+            normalize = None
+            if normalization is not None:
+                activity = torch.cat([rates, input_t, ones], dim=1)  # what the fast interneurons read: [h; u; 1]
+
+                def normalize(current, activity=activity):
+                    nonlocal local_total
+                    z, local = normalization(current[:, :n_exc], activity)
+                    local_total = local_total + local
+                    return torch.cat([z, current[:, n_exc:]], dim=1)
+
             rates = split_circuit_step(
                 rates, presynaptic, drive_t, recurrent_t, self.alpha, self.phi, noise_t, self.noise_on_drive, normalize
             )
-            local_total = local_total + local_step[0]
             history.append(rates)
         self.homeostatic_loss = local_total / len(history)
         return torch.stack(history, 1)

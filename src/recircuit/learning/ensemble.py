@@ -54,6 +54,14 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
     return flat
 
 
+def _stack_noise(per_member: list, shape: tuple[int, ...], any_on: bool, device) -> torch.Tensor:
+    """Members' noise stacked for vmap: zeros for a member without that noise (adding zeros changes nothing); a
+    length-K placeholder when no member has it (the batched function then passes None)."""
+    if not any_on:
+        return torch.zeros(len(per_member), device=device)
+    return torch.stack([n if n is not None else torch.zeros(shape, device=device) for n in per_member])
+
+
 def check_compatible(specs: Sequence[CircuitSpec]) -> None:
     """Raise ValueError naming every spec key in which members differ but must not."""
     flats = [_flatten(s.model_dump(mode="json")) for s in specs]
@@ -115,10 +123,8 @@ def train_ensemble(
         else:
             trials = [task.sample(batch, seq, generator) for task, generator in zip(tasks, generators)]
         noises = [model.draw_noise(batch, seq, generator) for model, generator in zip(models, generators)]
-        rec = torch.stack([n.recurrent if n.recurrent is not None else
-                           torch.zeros(seq, batch, template.n_units, device=device) for n in noises]) if any_recurrent else torch.zeros(k, device=device)
-        inp = torch.stack([n.input if n.input is not None else
-                           torch.zeros_like(trials[0].inputs) for n in noises]) if any_input else torch.zeros(k, device=device)
+        rec = _stack_noise([n.recurrent for n in noises], (seq, batch, template.n_units), any_recurrent, device)
+        inp = _stack_noise([n.input for n in noises], tuple(trials[0].inputs.shape), any_input, device)
         inputs = torch.stack([t.inputs for t in trials])
         codes = torch.stack([t.initial_code for t in trials])
         targets = torch.stack([t.targets for t in trials])
