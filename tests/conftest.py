@@ -17,35 +17,22 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CIRCUITS_DIR = REPO_ROOT / "circuits"
 
 # Small enough that a forward pass takes milliseconds and a training step a few tens of milliseconds on one thread.
+_TINY_COMMON: dict[str, Any] = {
+    "task.sequence_steps": 20,
+    "network.n_exc": 24,
+    "network.n_inh": 8,
+    "training.steps": 30,
+    "training.batch_size": 16,
+    "training.learning_rate": 0.01,
+    "training.device": "cpu",
+    "training.log_every_steps": 10,
+    "training.checkpoint_every_steps": 10,
+    "evaluation.n_trials": 8,
+    "evaluation.n_trials_with_rates": 4,
+}
 TINY_OVERRIDES: dict[str, dict[str, Any]] = {
-    "path_integration": {
-        "task.sequence_steps": 20,
-        "task.place_cells.n_cells": 32,
-        "network.n_exc": 24,
-        "network.n_inh": 8,
-        "training.steps": 30,
-        "training.batch_size": 16,
-        "training.learning_rate": 0.01,
-        "training.device": "cpu",
-        "training.log_every_steps": 10,
-        "training.checkpoint_every_steps": 10,
-        "evaluation.n_trials": 8,
-        "evaluation.n_trials_with_rates": 4,
-    },
-    "head_direction": {
-        "task.sequence_steps": 20,
-        "task.hd_cells.n_cells": 32,
-        "network.n_exc": 24,
-        "network.n_inh": 8,
-        "training.steps": 30,
-        "training.batch_size": 16,
-        "training.learning_rate": 0.01,
-        "training.device": "cpu",
-        "training.log_every_steps": 10,
-        "training.checkpoint_every_steps": 10,
-        "evaluation.n_trials": 8,
-        "evaluation.n_trials_with_rates": 4,
-    },
+    "path_integration": {**_TINY_COMMON, "task.place_cells.n_cells": 32},
+    "head_direction": {**_TINY_COMMON, "task.hd_cells.n_cells": 32},
 }
 
 

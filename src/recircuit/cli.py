@@ -136,15 +136,13 @@ def cmd_report_times(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------ parser
-def _add_set(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--set",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="KEY=VALUE",
-        help="dotted spec overrides, e.g. --set training.steps=50 network.noise.recurrent_sd=0",
-    )
+def add_set_argument(
+    p: argparse.ArgumentParser,
+    metavar: str = "KEY=VALUE",
+    help: str = "dotted spec overrides, e.g. --set training.steps=50 network.noise.recurrent_sd=0",
+) -> None:
+    """The `--set KEY=VALUE ...` option every command that reads a spec shares (command modules use it too)."""
+    p.add_argument("--set", nargs="+", action="extend", default=[], metavar=metavar, help=help)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check circuit specs; exit 2 listing every problem as file:line: key: message")
     p.add_argument("specs", nargs="+", help="circuit spec YAML files")
-    _add_set(p)
+    add_set_argument(p)
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("train", help="train a circuit into a run folder (model.pt, train.nc); resumes a checkpoint")
@@ -163,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", default="default", help="variant label stored with the results")
     p.add_argument("--circuit", help="circuit label (default: the spec file name)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="sets training.device")
-    _add_set(p)
+    add_set_argument(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="held-out waking trajectories of a trained circuit -> waking.nc")

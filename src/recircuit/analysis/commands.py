@@ -49,11 +49,10 @@ def cmd_reactivation(args: argparse.Namespace) -> int:
 
 
 def _add_set(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--set",
-        nargs="+",
-        action="extend",
-        default=[],
+    from recircuit.cli import add_set_argument
+
+    add_set_argument(
+        p,
         metavar="reactivation.KEY=VALUE",
         help="override reactivation settings, e.g. --set reactivation.duration_steps=2000 reactivation.noise_mode=same",
     )

@@ -17,14 +17,15 @@ def cmd_curvature(args: argparse.Namespace) -> int:
 
 def add_commands(sub) -> None:
     """Register `curvature RUN_DIR [--out FILE] [--device D] [--set curvature.KEY=VALUE ...]`."""
+    from recircuit.cli import add_set_argument
+
     p = sub.add_parser(
         "curvature", help="Hessian spectrum (exact loss, Lanczos, Hutchinson) and generalization gap -> curvature.nc"
     )
     p.add_argument("run_dir", type=Path, help="run folder holding model.pt")
     p.add_argument("--out", type=Path, help="output file (default: RUN_DIR/curvature.nc)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    p.add_argument(
-        "--set", nargs="+", action="extend", default=[], metavar="curvature.KEY=VALUE",
-        help="override curvature settings, e.g. --set curvature.hutchinson_probes=50",
+    add_set_argument(
+        p, metavar="curvature.KEY=VALUE", help="override curvature settings, e.g. --set curvature.hutchinson_probes=50"
     )
     p.set_defaults(func=cmd_curvature)

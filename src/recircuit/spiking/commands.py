@@ -20,6 +20,8 @@ def cmd_spike(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register `spike` on the `recircuit` subcommand parser."""
+    from recircuit.cli import add_set_argument
+
     p = sub.add_parser(
         "spike",
         help="Brian2 LIF twin of a trained circuit: lambda search, task trials, quiescence -> spiking.nc",
@@ -34,12 +36,5 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="Brian2 build cache (default: RUN_DIR/.brian_build). A sweep may share one, e.g. results/.brian_build: "
         "each network size gets its own N<units>_<hash> folder, built under a lock, and every job runs a private copy",
     )
-    p.add_argument(
-        "--set",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="KEY=VALUE",
-        help="spiking.* or reactivation.* overrides, e.g. --set spiking.target=numpy spiking.n_trials=50",
-    )
+    add_set_argument(p, help="spiking.* or reactivation.* overrides, e.g. --set spiking.target=numpy spiking.n_trials=50")
     p.set_defaults(func=cmd_spike)
