@@ -90,3 +90,22 @@ def test_diverged_training_exits_1(tmp_path, capsys, tiny_set_args):
     assert main(["train", spec, "--out", str(tmp_path), "--set", *overrides]) == 1
     assert "recircuit train: failed: " in capsys.readouterr().err
     assert not (tmp_path / "model.pt").exists()
+
+
+def test_train_ensemble_writes_one_run_folder_per_seed_and_refuses_bad_input(tmp_path, capsys):
+    spec = str(CIRCUITS_DIR / "path_integration.yaml")
+    overrides = [f"{k}={v}" for k, v in {**TINY_OVERRIDES["path_integration"], "training.steps": 3}.items()]
+    record = [*overrides, "training.on_divergence=record"]
+    pattern = str(tmp_path / "seed{seed}")
+    assert main(["train-ensemble", spec, "--seeds", "4", "7", "--out", pattern, "--set", *record]) == 0
+    for seed in (4, 7):
+        assert open_nc(tmp_path / f"seed{seed}" / "train.nc").attrs["seed"] == seed
+    assert main(["evaluate", str(tmp_path / "seed4"), str(tmp_path / "seed7")]) == 0
+    assert (tmp_path / "seed7" / "waking.nc").is_file()
+    capsys.readouterr()
+
+    assert main(["train-ensemble", spec, "--seeds", "1", "2", "--out", str(tmp_path / "flat"), "--set", *record]) == 2
+    assert "must contain {seed}" in capsys.readouterr().err
+    assert main(["train-ensemble", spec, "--seeds", "1", "2", "--out", pattern, "--set", *overrides]) == 2
+    assert "training.on_divergence=record" in capsys.readouterr().err
+    assert not (tmp_path / "seed1").exists()

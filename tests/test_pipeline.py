@@ -174,6 +174,33 @@ def test_killed_training_leaves_no_complete_result_and_rerun_resumes(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_many_seed_sweep_trains_and_evaluates_each_variant_as_one_ensemble_job(tmp_path):
+    work = workflow_copy(tmp_path)
+    config = without_head_direction((work / "workflows/config/tiny.yaml").read_text())
+    config = config.replace("seeds: [0]", "seeds: [0, 1, 2, 3]\nensemble_min_seeds: 4")
+    config = config.replace("    training.steps: 12\n", "    training.steps: 12\n    training.on_divergence: record\n")
+    config = config.replace("analyses:\n  reactivation: [path_integration]\n", "analyses: {}\n")
+    (work / "seeds.yaml").write_text(config)
+    result = snakemake(work, "--cores", "2", "--configfile", "seeds.yaml")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    benchmarks = work / "results/benchmarks"
+    assert sorted(p.name for p in (benchmarks / "train_ensemble").iterdir()) == [
+        "path_integration_noise_free.tsv", "path_integration_noisy.tsv"
+    ]
+    assert not (benchmarks / "train").exists() and not (benchmarks / "evaluate").exists()
+    assert len(list((benchmarks / "evaluate_ensemble").iterdir())) == 2
+    training = xr.open_dataset(work / "results/summary/training.nc", engine="h5netcdf")
+    assert list(training.seed.values) == [0, 1, 2, 3]
+    losses = training["loss"].sel(circuit="path_integration", variant="noisy").values
+    assert np.isfinite(losses).all() and len({tuple(row) for row in losses}) == 4  # four different members
+    run = xr.open_dataset(work / "results/path_integration/noisy/seed3/train.nc", engine="h5netcdf")
+    assert run.attrs["ensemble_size"] == 4 and run.attrs["seed"] == 3
+    assert (work / "results/path_integration/noise_free/seed3/waking.nc").is_file()
+    rerun = snakemake(work, "-n", "--cores", "2", "--configfile", "seeds.yaml")
+    assert "Nothing to be done" in rerun.stdout + rerun.stderr
+
+
 def test_cluster_executor_runs_the_workflow(tmp_path):
     work = workflow_copy(tmp_path)
     shutil.copy(ROOT / "tests/cluster/submit.sh", work / "submit.sh")

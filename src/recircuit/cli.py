@@ -64,11 +64,40 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_ensemble(args: argparse.Namespace) -> int:
+    from recircuit.learning.ensemble import train_ensemble
+
+    if "{seed}" not in args.out:
+        raise UsageError(f"--out {args.out!r} must contain {{seed}}, e.g. results/<circuit>/<variant>/seed{{seed}}")
+    if len(set(args.seeds)) != len(args.seeds):
+        raise UsageError(f"--seeds lists a seed twice: {' '.join(map(str, args.seeds))}")
+    extra = [f"training.device={args.device}"] if args.device else []
+    specs = [_spec(args, [*extra, f"training.seed={seed}"]) for seed in args.seeds]
+    if any(spec.training.on_divergence == "stop" for spec in specs):
+        raise UsageError(
+            "train-ensemble records diverged members (their weights frozen before the first non-finite step); "
+            "set training.on_divergence=record, or train the seeds one by one with `recircuit train`"
+        )
+    train_ensemble(
+        specs,
+        [args.out.format(seed=seed) for seed in args.seeds],
+        circuit=_circuit_name(args),
+        variants=[args.variant] * len(specs),
+        log=_log,
+    )
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from recircuit.learning.evaluate import evaluate
 
-    path = evaluate(args.run_dir, args.out, device=args.device or "auto")
-    _log(f"wrote {path}")
+    if args.out is not None and len(args.run_dirs) > 1:
+        raise UsageError("--out needs a single run folder (with several, each gets RUN_DIR/waking.nc)")
+    missing = [str(d) for d in args.run_dirs if not (d / "model.pt").is_file()]
+    if missing:
+        raise UsageError(f"run folders without model.pt: {', '.join(missing)}")
+    for run_dir in args.run_dirs:
+        _log(f"wrote {evaluate(run_dir, args.out, device=args.device or 'auto')}")
     return 0
 
 
@@ -164,9 +193,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_set_argument(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="held-out waking trajectories of a trained circuit -> waking.nc")
-    p.add_argument("run_dir", type=Path, help="run folder holding model.pt")
-    p.add_argument("--out", type=Path, help="output file (default: RUN_DIR/waking.nc)")
+    p = sub.add_parser(
+        "train-ensemble",
+        help="train several seeds of one circuit as one batched network (bptt); one run folder per seed",
+    )
+    p.add_argument("spec", help="circuit spec YAML file")
+    p.add_argument("--seeds", type=int, nargs="+", required=True, help="training seeds, one ensemble member each")
+    p.add_argument("--out", required=True, help="run folder pattern with {seed}, e.g. results/pi/noisy/seed{seed}")
+    p.add_argument("--variant", default="default", help="variant label stored with the results")
+    p.add_argument("--circuit", help="circuit label (default: the spec file name)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="sets training.device")
+    add_set_argument(p)
+    p.set_defaults(func=cmd_train_ensemble)
+
+    p = sub.add_parser("evaluate", help="held-out waking trajectories of trained circuits -> waking.nc")
+    p.add_argument("run_dirs", type=Path, nargs="+", metavar="run_dir", help="run folders holding model.pt")
+    p.add_argument("--out", type=Path, help="output file, for a single run folder (default: RUN_DIR/waking.nc)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=cmd_evaluate)
 

@@ -68,6 +68,11 @@ class SweepConfig(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="training device; cuda rules request a GPU")
     analyses: Analyses = Field(default_factory=Analyses)
     results_dir: str = Field("results", description="where results are written")
+    ensemble_min_seeds: NonNegativeInt = Field(
+        4,
+        description="train all seeds of a circuit x variant as one batched network (one job) when the sweep has at "
+        "least this many seeds and the run can be ensembled (rule bptt, training.on_divergence record); 0: never",
+    )
 
     @field_validator("circuits", "variants")
     @classmethod
@@ -107,6 +112,21 @@ class SweepConfig(StrictModel):
             **self.variants[variant].for_task(task_kind),
             "training.device": self.device,
         }
+
+
+def ensembled_runs(sweep: SweepConfig, workdir: str | Path = ".") -> list[tuple[str, str]]:
+    """The (circuit, variant) pairs whose seeds the workflow trains as one ensemble job (see ensemble_min_seeds)."""
+    if sweep.ensemble_min_seeds == 0 or len(sweep.seeds) < sweep.ensemble_min_seeds:
+        return []
+    pairs = []
+    for circuit, entry in sweep.circuits.items():
+        path = Path(workdir) / entry.spec
+        kind = load_spec(path).task.kind
+        for variant in entry.variants:
+            training = load_spec(path, sweep.overrides(circuit, variant, kind)).training
+            if training.rule == "bptt" and training.on_divergence == "record":
+                pairs.append((circuit, variant))
+    return pairs
 
 
 class SweepError(Exception):

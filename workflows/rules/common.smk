@@ -2,7 +2,7 @@
 import os
 import sys
 from recircuit.spec import load_spec
-from recircuit.sweep import SweepError, check_sweep, set_arguments
+from recircuit.sweep import SweepError, check_sweep, ensembled_runs, set_arguments
 
 try:
     SWEEP = check_sweep(config, "sweep config", workdir=workflow.basedir)
@@ -17,6 +17,14 @@ THREADS_ENV = "OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads} MKL_NUM_
 # when that environment is not activated.
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 os.environ.setdefault("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=4294967296")
+
+# Seeds of these (circuit, variant) pairs train together in one `train_ensemble` job; every other run in its own
+# `train` job. The circuit wildcard's constraint looks ahead at "<circuit>/<variant>/" to send each run folder to
+# exactly one of the two rules.
+ENSEMBLED = ensembled_runs(SWEEP, workflow.basedir)
+_ENSEMBLED_PATHS = "|".join(f"{c}/{v}" for c, v in ENSEMBLED) or "(?!)"
+SINGLE_RUN_CIRCUIT = rf"(?!(?:{_ENSEMBLED_PATHS})/)[A-Za-z0-9_]+"
+ENSEMBLE_CIRCUIT = rf"(?=(?:{_ENSEMBLED_PATHS})/)[A-Za-z0-9_]+"
 
 wildcard_constraints:
     circuit=r"[A-Za-z0-9_]+",
