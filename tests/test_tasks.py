@@ -127,6 +127,33 @@ def test_drift_to_center_reduces_mean_distance_to_centre():
     assert distance_biased < 0.7 * distance_unbiased
 
 
+def sorscher_walk(position, heading, lengths, turns, half, border, drift=0.0):
+    """Sorscher et al.'s wall-avoiding walk written plainly (nearest of the four walls by argmin), float64."""
+    wall_heading = torch.arange(4, dtype=torch.float64) * (math.pi / 2)  # +x, +y, -x, -y
+    positions = []
+    for length, turn in zip(lengths.unbind(1), turns.unbind(1)):
+        nearest, wall = torch.cat([half - position, half + position], dim=1).min(dim=1)
+        angle = torch.remainder(heading - wall_heading[wall] + math.pi, 2 * math.pi) - math.pi
+        near = (nearest < border) & (angle.abs() < math.pi / 2)
+        turn = turn + torch.where(near, torch.sign(angle) * (math.pi / 2 - angle.abs()), 0.0)
+        length = torch.where(near, 0.25 * length, length)
+        position = position + length[:, None] * torch.stack([heading.cos(), heading.sin()], 1) - drift * position
+        heading = heading + turn
+        positions.append(position)
+    return torch.stack(positions, 1)
+
+
+@pytest.mark.parametrize("drift", [0.0, 0.05])
+def test_path_walk_equals_the_plain_four_wall_formulation(drift):
+    task = path_task(drift_to_center=drift)
+    draws = task.draw(512, 200, torch.Generator().manual_seed(3))
+    draws = {k: v.double() for k, v in draws.items()}
+    _, positions = task.integrate(draws)
+    half, border = task.spec.arena_m / 2, task.spec.border_region_m
+    expected = sorscher_walk(draws["position"], draws["heading"], draws["step_length"], draws["turn"], half, border, drift)
+    assert torch.allclose(positions, expected, rtol=0, atol=1e-9)
+
+
 def test_place_cell_code_is_a_distribution():
     task = path_task()
     code = sample(task, 16, 10).targets

@@ -44,27 +44,37 @@ class PathIntegration:
                 "gains": gains}
 
     def integrate(self, draws: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Move the agents: displacements (B, T, 2) m and positions after each step (B, T, 2) m."""
+        """Move the agents: displacements (B, T, 2) m and positions after each step (B, T, 2) m.
+
+        Near a wall (closer than border_region_m and heading towards it) the agent turns parallel to the wall and
+        slows to a quarter of its speed. x and y are kept as separate (B,) tensors and stored into (T, B) buffers:
+        per-step (B, 2) concatenations cost more than all the arithmetic of a step.
+        """
         s = self.spec
-        half = s.arena_m / 2
-        position, heading = draws["position"], draws["heading"]
-        wall_heading = torch.arange(4, device=position.device, dtype=position.dtype) * (math.pi / 2)  # +x,+y,-x,-y
-        displacements, positions = [], []
-        for length, turn in zip(draws["step_length"].unbind(1), draws["turn"].unbind(1)):
-            distances = torch.cat([half - position, half + position], dim=1)
-            nearest, wall = distances.min(dim=1)
-            angle_to_wall = torch.remainder(heading - wall_heading[wall] + math.pi, 2 * math.pi) - math.pi
-            near_wall = (nearest < s.border_region_m) & (angle_to_wall.abs() < math.pi / 2)
-            turn = turn + torch.where(near_wall, torch.sign(angle_to_wall) * (math.pi / 2 - angle_to_wall.abs()), 0.0)
-            length = torch.where(near_wall, 0.25 * length, length)
-            step = length[:, None] * torch.stack([torch.cos(heading), torch.sin(heading)], dim=1)
-            if s.drift_to_center > 0:
-                step = step - s.drift_to_center * position
-            position = position + step
+        half, border, drift = s.arena_m / 2, s.border_region_m, s.drift_to_center
+        x, y = (c.contiguous() for c in draws["position"].unbind(1))
+        heading = draws["heading"]
+        lengths, turns = draws["step_length"].T.contiguous(), draws["turn"].T.contiguous()
+        steps = lengths.shape[0]
+        xs, ys = torch.empty_like(lengths), torch.empty_like(lengths)
+        dxs, dys = torch.empty_like(lengths), torch.empty_like(lengths)
+        right, up, left, down = (torch.tensor(k * math.pi / 2, dtype=x.dtype, device=x.device) for k in range(4))
+        for t in range(steps):
+            ax, ay = x.abs(), y.abs()
+            x_wall = ax >= ay  # the nearest wall is an x wall (x = +-half) or a y wall
+            nearest = half - torch.maximum(ax, ay)
+            wall_heading = torch.where(x_wall, torch.where(x < 0, left, right), torch.where(y < 0, down, up))
+            angle_to_wall = torch.remainder(heading - wall_heading + math.pi, 2 * math.pi) - math.pi
+            near_wall = (nearest < border) & (angle_to_wall.abs() < math.pi / 2)
+            turn = torch.where(near_wall, torch.sign(angle_to_wall) * (math.pi / 2 - angle_to_wall.abs()), 0.0) + turns[t]
+            length = torch.where(near_wall, 0.25 * lengths[t], lengths[t])
+            dx, dy = length * torch.cos(heading), length * torch.sin(heading)
+            if drift > 0:
+                dx, dy = dx - drift * x, dy - drift * y
+            x, y = x + dx, y + dy
             heading = heading + turn
-            displacements.append(step)
-            positions.append(position)
-        return torch.stack(displacements, 1), torch.stack(positions, 1)
+            dxs[t], dys[t], xs[t], ys[t] = dx, dy, x, y
+        return torch.stack([dxs.T, dys.T], dim=-1), torch.stack([xs.T, ys.T], dim=-1)
 
     def trajectories(
         self, batch_size: int, steps: int, generator: torch.Generator
