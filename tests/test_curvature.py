@@ -276,3 +276,39 @@ def test_figures_report_spearman_over_rules_and_seeds(tmp_path):
     assert len(x) == 6 and set(rules) == {"bptt", "eprop"}
     assert spearman_title(x, y).startswith("Spearman rho = +1.00")
     assert len(make_curvature_figures(tmp_path / "s", tmp_path / "f")) == 4
+
+
+def synthetic_summary(rule_factor: dict[str, float], seeds: int = 5) -> xr.Dataset:
+    """A collected-summary-shaped dataset: top eigenvalue = rule factor x train_loss^0.5 exactly; gap = top."""
+    rules = list(rule_factor)
+    rng = np.random.default_rng(0)
+    loss = rng.uniform(0.5, 2.0, size=(1, len(rules), seeds)) * np.array([1, 2, 3, 4][: len(rules)])[None, :, None]
+    top = np.array([rule_factor[r] for r in rules])[None, :, None] * np.sqrt(loss)
+    gap = np.stack([top, 2 * top], axis=-1)
+    dims = ("circuit", "variant", "seed")
+    return xr.Dataset(
+        {"top_eigenvalue": (dims, top), "train_loss": (dims, loss),
+         "generalization_gap": (dims + ("shift",), gap)},
+        coords={"circuit": ["pi"], "variant": [f"rule_{r}" for r in rules], "seed": np.arange(seeds),
+                "shift": ["longer", "faster"],
+                "rule": (dims, np.broadcast_to(np.array(rules, dtype=object)[None, :, None], top.shape))},
+    )
+
+
+def test_curvature_comparison_recovers_the_matched_loss_rule_effect_and_rank_correlation():
+    from recircuit.analysis.curvature_comparison import comparison_table, compare_rules
+
+    factors = {"bptt": 1.0, "tbptt": 1.5, "eprop": 3.0, "rflo": 0.5}
+    comparison = compare_rules(synthetic_summary(factors))
+    pi = comparison.sel(circuit="pi")
+    for rule, factor in factors.items():
+        assert float(pi["n_runs"].sel(rule=rule)) == 5
+        if rule != "bptt":  # the losses differ by rule, so the raw ratio is confounded; the matched one is not
+            assert float(pi["matched_loss_ratio_to_bptt"].sel(rule=rule)) == pytest.approx(factor, rel=1e-9)
+            assert float(pi["matched_loss_p"].sel(rule=rule)) < 1e-6
+    assert float(pi["top_eigenvalue_ratio_to_bptt"].sel(rule="eprop")) > 3.0  # eprop's losses are 3x larger
+    # eprop's eigenvalues are all above BPTT's: the exact two-sided Mann-Whitney p for 5 vs 5 separated samples
+    assert float(pi["mannwhitney_p"].sel(rule="eprop")) == pytest.approx(2 / math.comb(10, 5))
+    assert np.isnan(float(pi["mannwhitney_p"].sel(rule="bptt")))
+    assert float(pi["spearman_rho"].sel(shift="longer")) == pytest.approx(1.0)
+    assert "eprop" in comparison_table(comparison)

@@ -14,7 +14,7 @@ SUMMARY_INPUTS = {
 def summary_names():
     names = ["training", "waking"]
     if CURVATURE_JOBS:
-        names.append("curvature")
+        names += ["curvature", "curvature_comparison"]
     if REACTIVATION_JOBS:
         names += ["reactivation", "quiescence"]
     if NORMALIZATION_JOBS:
@@ -49,6 +49,23 @@ rule collect:
         runtime=30,
     shell:
         "recircuit collect {input} --out {output} > {log} 2>&1"
+
+
+rule curvature_comparison:
+    input:
+        f"{RESULTS}/summary/curvature.nc",
+    output:
+        f"{RESULTS}/summary/curvature_comparison.nc",
+    log:
+        f"{RESULTS}/logs/curvature_comparison.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/curvature_comparison/all.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    shell:
+        THREADS_ENV + " recircuit curvature-comparison {input} --out {output} > {log} 2>&1"
 
 
 rule figures:

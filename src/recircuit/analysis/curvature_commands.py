@@ -1,4 +1,5 @@
-"""CLI: `recircuit curvature RUN_DIR`; the work is done in recircuit.analysis.curvature_run (imported lazily, so
+"""CLI: `recircuit curvature RUN_DIR` and `recircuit curvature-comparison`; the work is done in recircuit.analysis.curvature_run and
+curvature_comparison (imported lazily, so
 building the command line stays fast)."""
 
 from __future__ import annotations
@@ -15,8 +16,19 @@ def cmd_curvature(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_curvature_comparison(args: argparse.Namespace) -> int:
+    from recircuit.analysis.curvature_comparison import comparison_table, write_comparison
+    from recircuit.results import open_dataset
+
+    path = write_comparison(args.summary, args.out)
+    print(comparison_table(open_dataset(path)))
+    print(f"wrote {path}", flush=True)
+    return 0
+
+
 def add_commands(sub) -> None:
-    """Register `curvature RUN_DIR [--out FILE] [--device D] [--set curvature.KEY=VALUE ...]`."""
+    """Register `curvature RUN_DIR [--out FILE] [--device D] [--set curvature.KEY=VALUE ...]` and
+    `curvature-comparison [SUMMARY] [--out FILE]`."""
     from recircuit.cli import add_set_argument
 
     p = sub.add_parser(
@@ -29,3 +41,11 @@ def add_commands(sub) -> None:
         p, metavar="curvature.KEY=VALUE", help="override curvature settings, e.g. --set curvature.hutchinson_probes=50"
     )
     p.set_defaults(func=cmd_curvature)
+
+    p = sub.add_parser(
+        "curvature-comparison",
+        help="rules vs BPTT (raw and at matched training loss) and curvature-gap rank correlations -> a table + .nc",
+    )
+    p.add_argument("summary", type=Path, nargs="?", default=Path("results/summary/curvature.nc"))
+    p.add_argument("--out", type=Path, default=Path("results/summary/curvature_comparison.nc"))
+    p.set_defaults(func=cmd_curvature_comparison)

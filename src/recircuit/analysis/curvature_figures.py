@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -18,29 +17,12 @@ import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
-from recircuit.figures import save_figure
+from recircuit.analysis.curvature_comparison import RULE_ORDER, run_rules  # noqa: E402
+from recircuit.figures import save_figure  # noqa: E402
 from recircuit.results import open_dataset  # noqa: E402
 
 CURVATURE_SUMMARY = "curvature.nc"
-RULE_ORDER = ("bptt", "tbptt", "eprop", "rflo")
 RULE_COLORS = {"bptt": "tab:blue", "tbptt": "tab:orange", "eprop": "tab:green", "rflo": "tab:red"}
-
-
-def run_rules(ds: xr.Dataset) -> xr.DataArray:
-    """The rule of every (circuit, variant, seed): the ``rule`` coordinate, else the specs_json attr."""
-    if "rule" in ds.coords:
-        rule = ds["rule"].astype(str)
-        return rule.where(rule != "nan", "")
-    specs = json.loads(ds.attrs.get("specs_json", "{}"))
-    values = np.full((ds.sizes["circuit"], ds.sizes["variant"], ds.sizes["seed"]), "", dtype=object)
-    for i, c in enumerate(ds["circuit"].values):
-        for j, v in enumerate(ds["variant"].values):
-            for k, s in enumerate(ds["seed"].values):
-                spec = specs.get(f"{c}/{v}/{s}")
-                if spec is not None:
-                    values[i, j, k] = spec["training"]["rule"]
-    dims = ("circuit", "variant", "seed")
-    return xr.DataArray(values, dims=dims, coords={d: ds[d] for d in dims})
 
 
 def points(ds: xr.Dataset, circuit: str, y: str, shift: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
