@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from recircuit.cli_options import add_set_argument
 from recircuit.spec import CircuitSpec, SpecError, load_spec
 
 
@@ -165,15 +166,6 @@ def cmd_report_times(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------ parser
-def add_set_argument(
-    p: argparse.ArgumentParser,
-    metavar: str = "KEY=VALUE",
-    help: str = "dotted spec overrides, e.g. --set training.steps=50 network.noise.recurrent_sd=0",
-) -> None:
-    """The `--set KEY=VALUE ...` option every command that reads a spec shares (command modules use it too)."""
-    p.add_argument("--set", nargs="+", action="extend", default=[], metavar=metavar, help=help)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recircuit", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)

@@ -49,7 +49,7 @@ def cmd_reactivation(args: argparse.Namespace) -> int:
 
 
 def _add_set(p: argparse.ArgumentParser) -> None:
-    from recircuit.cli import add_set_argument
+    from recircuit.cli_options import add_set_argument
 
     add_set_argument(
         p,

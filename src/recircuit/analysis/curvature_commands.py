@@ -29,7 +29,7 @@ def cmd_curvature_comparison(args: argparse.Namespace) -> int:
 def add_commands(sub) -> None:
     """Register `curvature RUN_DIR [--out FILE] [--device D] [--set curvature.KEY=VALUE ...]` and
     `curvature-comparison [SUMMARY] [--out FILE]`."""
-    from recircuit.cli import add_set_argument
+    from recircuit.cli_options import add_set_argument
 
     p = sub.add_parser(
         "curvature", help="Hessian spectrum (exact loss, Lanczos, Hutchinson) and generalization gap -> curvature.nc"
