@@ -177,13 +177,14 @@ def test_run_inputs_are_checked_numpy_target():
 
 
 def test_cpp_standalone_builds_once_and_runs_many(make_spec, tmp_path):
-    """One build: weights read back = lambda W (Dale kept); seeds reproduce; a second session reuses the binary;
-    a new circuit and a new lambda through run_args change the spikes."""
+    """One build: weights read back = lambda W (Dale kept, no synapse between copies); seeds reproduce; batched
+    runs give the same spikes as runs alone; a second session reuses the binary; a new circuit and a new lambda
+    through run_args change the spikes."""
     model, task = build_circuit(make_spec("path_integration"))
     circuit = rate_circuit_from_model(model)
     n = circuit.n_units
     cal = calibrate_lif(1 / 100, (-6.0, 6.0), 5.0, CONSTANTS.threshold_gap_mV, CONSTANTS.tau_m_ms, 1.0)
-    shape = NetworkShape(n, 10, 0.02, 0.1)
+    shape = NetworkShape(n, 10, 0.02, 0.1, copies=3)
     trials = task.sample(1, shape.steps, torch.Generator().manual_seed(0))
     drive = trials.inputs[0].double().numpy() @ circuit.input.T
     start = quiet_state(n, np.random.default_rng(0).uniform(-65, -50, n))
@@ -194,7 +195,8 @@ def test_cpp_standalone_builds_once_and_runs_many(make_spec, tmp_path):
     def inputs(weights, seed, p=run_params):
         return RunInputs(weights, drive, p, start, seed)
 
-    with SpikingNetwork(shape, CONSTANTS, "cpp_standalone", tmp_path / "build") as net:
+    build = tmp_path / "build"
+    with SpikingNetwork(shape, CONSTANTS, "cpp_standalone", build, keep_synapses=True) as net:
         first = net.info
         assert first.compiled and (first.directory / "main").is_file()
         a = net.run(inputs(cal.lambda_s * circuit.recurrent, 7))
@@ -206,11 +208,24 @@ def test_cpp_standalone_builds_once_and_runs_many(make_spec, tmp_path):
         c = net.run(inputs(cal.lambda_s * circuit.recurrent, 8))
         assert np.array_equal(a.spike_unit, b.spike_unit) and np.array_equal(a.spike_time_s, b.spike_time_s)
         assert not (a.spike_unit.size == c.spike_unit.size and np.array_equal(a.spike_time_s, c.spike_time_s))
+        # one simulation of three different runs = the three runs alone (same seeds), in any order
+        half = cal.lambda_s * circuit.recurrent * 0.5
+        batch = [inputs(cal.lambda_s * circuit.recurrent, 8), inputs(half, 9), inputs(cal.lambda_s * circuit.recurrent, 7)]
+        together = net.run_batch(batch)
+        np.testing.assert_allclose(net.synapse_matrix_s(1), half, rtol=1e-12, atol=0)
+        for alone, batched in zip([c, net.run(batch[1]), a], together):
+            assert np.array_equal(alone.spike_unit, batched.spike_unit)
+            assert np.array_equal(alone.spike_time_s, batched.spike_time_s)
+            for key, value in alone.final_state.items():
+                np.testing.assert_array_equal(value, batched.final_state[key])
+        assert net.runs == 5
+        with pytest.raises(ValueError, match="1 to 3 runs"):
+            net.run_batch(batch + batch[:1])
 
     binary_mtime = (first.directory / "main").stat().st_mtime
     other, _ = build_circuit(make_spec("path_integration", {"training.seed": 5}))
     other_circuit = rate_circuit_from_model(other)
-    with SpikingNetwork(shape, CONSTANTS, "cpp_standalone", tmp_path / "build") as net:
+    with SpikingNetwork(shape, CONSTANTS, "cpp_standalone", build, keep_synapses=True) as net:
         assert net.info.key == first.key and not net.info.compiled
         assert (first.directory / "main").stat().st_mtime == binary_mtime  # no new make
         again = net.run(inputs(cal.lambda_s * circuit.recurrent, 7))
@@ -224,7 +239,85 @@ def test_cpp_standalone_builds_once_and_runs_many(make_spec, tmp_path):
         new_lambda = net.run(inputs(cal2.lambda_s * circuit.recurrent, 7, p2))
         assert not np.array_equal(new_circuit.spike_time_s, a.spike_time_s)
         assert new_lambda.spike_unit.size < 0.7 * a.spike_unit.size  # max rate 40 Hz instead of 100 Hz
-    assert not list((tmp_path / "build").glob("*.run-*")), "private run folders must be removed"
+    with SpikingNetwork(shape, CONSTANTS, "cpp_standalone", build) as net:  # the default: synapses not written back
+        assert not net.info.compiled
+        assert np.array_equal(net.run(inputs(cal.lambda_s * circuit.recurrent, 7)).spike_time_s, a.spike_time_s)
+        with pytest.raises(RuntimeError, match="keep_synapses"):
+            net.synapse_matrix_s()
+    assert not list(build.glob("*.run-*")), "private run folders must be removed"
+
+
+def test_counter_based_noise_is_standard_normal_and_a_function_of_stream_and_step():
+    from scipy import stats
+
+    from recircuit.spiking.noise import split_keys, standard_normal, stream_keys
+
+    high, low = split_keys(stream_keys(11, 500))
+    z = np.stack([standard_normal(high, low, np.int64(t)) for t in range(400)])  # (step, neuron)
+    assert abs(z.mean()) < 0.01 and z.var() == pytest.approx(1.0, abs=0.01)
+    assert abs(stats.kurtosis(z.ravel())) < 0.05 and stats.kstest(z.ravel(), "norm").pvalue > 1e-3
+    assert (np.abs(z) > 3.7).mean() == pytest.approx(2 * stats.norm.sf(3.7), rel=0.3)  # the ziggurat's tail
+    assert abs(np.corrcoef(z[:-1].ravel(), z[1:].ravel())[0, 1]) < 0.01
+    assert abs(np.corrcoef(z[:, :-1].ravel(), z[:, 1:].ravel())[0, 1]) < 0.01
+    np.testing.assert_array_equal(standard_normal(high[7:9], low[7:9], np.int64(123)), z[123, 7:9])
+    other_high, other_low = split_keys(stream_keys(12, 500))
+    assert not np.array_equal(standard_normal(other_high, other_low, np.int64(0)), z[0])
+
+
+def test_batched_runs_equal_runs_alone_numpy_target():
+    """Copies of one simulation share nothing: each run's spikes and final state equal those of the run alone."""
+    n, steps = 5, 8
+    runs = []
+    for seed in (3, 4, 5):
+        rng = np.random.default_rng(seed)
+        runs.append(
+            RunInputs(
+                rng.normal(0, 0.03, (n, n)),
+                rng.normal(2.0, 1.0, (steps, n)),
+                NeuronParameters(np.full(n, 0.1), rng.normal(0, 0.3, n), 10.0, 10.0, 3.0, 2.0),
+                quiet_state(n, rng.uniform(-65, -50, n)),
+                seed,
+            )
+        )
+    with SpikingNetwork(NetworkShape(n, steps, 0.02, 0.1, copies=3), target="numpy") as net:
+        together = net.run_batch(runs)
+        np.testing.assert_array_equal(net.synapse_matrix_s(2), runs[2].weights_s)
+    with SpikingNetwork(NetworkShape(n, steps, 0.02, 0.1), target="numpy") as net:
+        alone = [net.run(r) for r in runs]
+    assert all(out.spike_unit.size > 5 for out in alone)
+    for a, b in zip(alone, together):
+        assert np.array_equal(a.spike_unit, b.spike_unit) and np.array_equal(a.spike_time_s, b.spike_time_s)
+        for key, value in a.final_state.items():
+            np.testing.assert_array_equal(value, b.final_state[key])
+
+
+def test_task_trials_and_quiescence_batched_equal_one_trial_per_run_numpy_target(make_spec):
+    """simulate.py's batching (copies per Brian2 run, quiescence chunk by chunk) changes no spike."""
+    from recircuit.spiking.simulate import run_quiescence, run_task_trials
+
+    model, task = build_circuit(make_spec("head_direction", {"network.n_exc": 8, "network.n_inh": 4}))
+    circuit = rate_circuit_from_model(model)
+    cal = calibrate_lif(1 / 100, (-6.0, 6.0), 5.0, CONSTANTS.threshold_gap_mV, CONSTANTS.tau_m_ms, 1.0)
+    steps, n_trials = 6, 3
+    trials = task.sample(n_trials, steps, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        h0 = model.initial_rates(trials.initial_code).double().numpy()
+    inputs = trials.inputs.double().numpy()
+    seeds = [11, 12, 13]
+    results = {}
+    for copies in (1, 2):
+        with SpikingNetwork(NetworkShape(circuit.n_units, steps, 0.02, 0.1, copies), target="numpy") as net:
+            task_spikes = run_task_trials(net, circuit, cal, inputs, h0, seeds, CONSTANTS)
+            quiet = run_quiescence(net, circuit, cal, h0, 2 * steps + 1, seeds, CONSTANTS, base_seed=0)
+            results[copies] = (task_spikes, quiet, net.runs)
+    (task_1, quiet_1, runs_1), (task_2, quiet_2, runs_2) = results[1], results[2]
+    assert runs_1 == n_trials + 3 * n_trials and runs_2 == 2 + 3 * 2  # 3 quiescent chunks
+    assert task_1.n_spikes > 0 and quiet_1.n_spikes > 0
+    for one, two in ((task_1, task_2), (quiet_1, quiet_2)):
+        np.testing.assert_array_equal(one.counts, two.counts)
+        np.testing.assert_array_equal(one.rates_hz, two.rates_hz)
+        for (u1, t1), (u2, t2) in zip(one.events, two.events):
+            assert np.array_equal(u1, u2) and np.array_equal(t1, t2)
 
 
 # ----------------------------------------------------------------------------------------------- end to end

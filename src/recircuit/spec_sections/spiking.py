@@ -14,6 +14,11 @@ class SpikingSpec(StrictModel):
         "cpp_standalone", description="Brian2 code-generation target (numpy: no compiler needed, slower)"
     )
     dt_ms: PositiveFloat = Field(0.1, description="integration step of the spiking network, ms")
+    copies: PositiveInt | None = Field(
+        None,
+        description="trials simulated side by side (independent copies of the network) per Brian2 run; the binary "
+        "is specific to it; null = as many as keep copies x units^2 <= 2^21 synapses, at most 16",
+    )
     # --- protocol
     n_trials: PositiveInt = Field(
         20, description="held-out task trials: the first n of the evaluation trials (evaluation.seed)"

@@ -20,7 +20,7 @@ def cmd_spike(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register `spike` on the `recircuit` subcommand parser."""
-    from recircuit.cli import add_set_argument
+    from recircuit.cli_options import add_set_argument
 
     p = sub.add_parser(
         "spike",

@@ -15,14 +15,21 @@ is computed exactly from the recorded spike times (`filter_spikes`), so the netw
 writes clocks into main.cpp in set order, and a second clock made the generated code, hence the binary, differ
 from one process to the next.
 
-Targets: ``cpp_standalone`` compiles once per (size, equations, time steps) into a build folder shared by jobs
-(guarded by a lock file; every job then runs a private copy of the binary, so concurrent jobs never write into
-the same folder), then each trial is one ``device.run(run_args=...)``; ``numpy`` runs the same model in Python
-(no compiler, slower), for machines without one.
+Batching: one simulation holds ``NetworkShape.copies`` independent copies of the network (K x N neurons, synapses
+only within each copy: block-diagonal), each with its own weights, input, parameters, initial state and noise
+seed, so one ``device.run`` (whose fixed cost -- process start, loading arrays, writing results -- is 0.1-0.2 s)
+simulates K trials. `SpikingNetwork.run_batch` takes up to K runs; unused copies idle (no weights, no drive, no
+noise: they never spike).
 
-Randomness: the membrane noise of each run is seeded from an explicit per-run seed. Standalone reads it from the
-``TRIAL_SEED`` environment variable through a few lines of C++ inserted before the run (``device.insert_code``);
-the numpy target seeds Brian's runtime generator for the run and restores its previous state afterwards.
+Targets: ``cpp_standalone`` compiles once per (size, copies, equations, time steps) into a build folder shared by
+jobs (guarded by a lock file; every job then runs a private copy of the binary, so concurrent jobs never write
+into the same folder), then each batch is one run of the binary with per-run arrays given on its command line
+(Brian's ``run_args`` mechanism); an array equal to the one of the previous run is not written again. ``numpy``
+runs the same model in Python (no compiler, slower), for machines without one.
+
+Randomness: the membrane noise is counter-based (`noise.py`): neuron u of a run with seed s gets sample
+normal(key(s, u), step), a pure function, so a trial's spikes do not depend on what else runs in the same batch,
+and both targets draw the same numbers. Nothing uses Brian's own generators.
 """
 
 from __future__ import annotations
@@ -37,37 +44,43 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-STATE_VARIABLES = ("v", "I_rec", "g_rise", "lastspike", "not_refractory")
-PARAMETERS = ("tau_syn", "bias", "gain", "offset", "noise", "t_ref")
+from recircuit.spiking import noise
 
-# Brian2 equations in the names used above; units are Brian units (volt, second, Hz).
+STATE_VARIABLES = ("v", "I_rec", "g_rise", "lastspike", "not_refractory")
+PARAMETERS = ("syn_rate", "spike_gain", "bias", "gain", "offset", "noise", "t_ref")
+
+# Brian2 equations in the names used above; units are Brian units (volt, second, Hz). The noise term is Euler-
+# Maruyama's noise sqrt(dt/tau_m) z per step with z ~ N(0, 1) from the counter-based generator of noise.py.
 NEURON_EQUATIONS = """
-dv/dt = (v_rest - v + gain*(I_rec + I_ext(t,i) + bias) + offset)/tau_m + noise*xi*tau_m**-0.5 : volt (unless refractory)
-dI_rec/dt = -I_rec/tau_syn + g_rise : 1
+dv/dt = (v_rest - v + gain*(I_rec + I_ext(t,i) + bias) + offset)/tau_m + noise*twin_normal(key_high, key_low, t_in_timesteps)/sqrt(tau_m*dt) : volt (unless refractory)
+dI_rec/dt = -I_rec*syn_rate + g_rise : 1
 dg_rise/dt = -g_rise/tau_rise : Hz
-tau_syn : second (constant)
+syn_rate : Hz (constant)
+spike_gain : Hz**2 (constant)
 bias : 1 (constant)
 gain : volt (constant)
 offset : volt (constant)
 noise : volt (constant)
 t_ref : second (constant)
+key_high : integer (constant)
+key_low : integer (constant)
 """
 RESET = "v = v_reset"
-ON_PRE = "g_rise_post += w/(tau_rise*tau_syn_post)"
-
-# C++ run before the simulation: reseed every generator from TRIAL_SEED (workaround from the spiking note, §2.6).
-SEED_CODE = (
-    'if (const char* _seed_text = std::getenv("TRIAL_SEED")) '
-    "for (size_t _k = 0; _k < brian::_random_generators.size(); _k++) "
-    "brian::_random_generators[_k].seed(std::strtoul(_seed_text, nullptr, 10) + _k);"
-)
+ON_PRE = "g_rise_post += w*spike_gain_post"
+CONNECT = "k for k in range(n_units*(i//n_units), n_units*(i//n_units) + n_units)"  # all pairs within a copy
+# Refractory while less than t_ref has passed, with t_ref = (whole steps of the refractory period - 1/2) dt: the
+# same steps as Brian's own rule for refractory="t_ref" (timestep(t - lastspike) < timestep(t_ref)), without its
+# two divisions per neuron and step.
+REFRACTORY = "t - lastspike < t_ref"
+# Set for a run of the binary: keep the synapse arrays so that they are written out with the results.
+KEEP_SYNAPSES_VARIABLE = "RECIRCUIT_KEEP_SYNAPSES"
 # Portable flags for a cache that may be shared between machines (Brian's default adds -march=native).
 COMPILE_ARGS = ["-w", "-O3", "-ffast-math", "-fno-finite-math-only", "-std=c++11"]
 
@@ -90,16 +103,21 @@ class LIFConstants:
 
 @dataclass(frozen=True)
 class NetworkShape:
-    """What a compiled binary is specific to: size, trial length and time steps."""
+    """What a compiled binary is specific to: size, copies per run, trial length and time steps."""
 
     n_units: int
     steps: int  # rate steps per run
     step_s: float  # length of one rate step (the TimedArray step), s
     dt_ms: float  # integration step, ms
+    copies: int = 1  # independent copies of the network simulated side by side in one run
 
     @property
     def duration_s(self) -> float:
         return self.steps * self.step_s
+
+    @property
+    def n_neurons(self) -> int:
+        return self.n_units * self.copies
 
 
 @dataclass(frozen=True)
@@ -122,7 +140,7 @@ class RunInputs:
     drive: np.ndarray  # (steps, n_units) input current W_in u per rate step (dimensionless)
     parameters: NeuronParameters
     initial_state: Mapping[str, np.ndarray]  # STATE_VARIABLES: v mV, I_rec 1, g_rise Hz, lastspike s, bool
-    seed: int  # membrane-noise seed of this run (0 <= seed < 2**32)
+    seed: int  # membrane-noise seed of this run (0 <= seed < 2**64)
 
 
 @dataclass(frozen=True)
@@ -130,7 +148,8 @@ class RunOutput:
     spike_unit: np.ndarray  # (n_spikes,) neuron index
     spike_time_s: np.ndarray  # (n_spikes,) time since the run start, s
     final_state: dict[str, np.ndarray]  # STATE_VARIABLES at the end, lastspike relative to the end (<= 0)
-    wall_s: float  # wall time of the run call, s
+    wall_s: float  # wall time of the run call that simulated this run (shared by the runs of one batch), s
+    binary_s: float | None = None  # cpp_standalone: simulation time inside the binary (Brian's timer), s
 
 
 @dataclass
@@ -146,16 +165,28 @@ class BuildInfo:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+SYNAPSE_BUDGET = 2**21  # synapses per binary for the default number of copies (~64 MB of synapse arrays)
+MAX_COPIES = 16
+
+
+def default_copies(n_units: int) -> int:
+    """Copies per run for a network of ``n_units``: as many as keep copies x n_units^2 <= SYNAPSE_BUDGET, 1 to
+    MAX_COPIES. A function of the size only, so that every job of a sweep shares one binary per size."""
+    return max(1, min(MAX_COPIES, SYNAPSE_BUDGET // (n_units * n_units)))
+
+
 def build_key(shape: NetworkShape, constants: LIFConstants) -> str:
-    """``N<units>_<hash>``: a folder name unique to everything compiled into the binary."""
+    """``N<units>x<copies>_<hash>``: a folder name unique to everything compiled into the binary."""
     import brian2
 
     payload = json.dumps(
         {
             "equations": NEURON_EQUATIONS,
             "reset": RESET,
+            "refractory": REFRACTORY,
             "on_pre": ON_PRE,
-            "seed_code": SEED_CODE,
+            "connect": CONNECT,
+            "noise_code": noise.CPP_CODE,
             "compile_args": COMPILE_ARGS,
             "constants": constants.__dict__,
             "shape": shape.__dict__,
@@ -163,7 +194,7 @@ def build_key(shape: NetworkShape, constants: LIFConstants) -> str:
         },
         sort_keys=True,
     )
-    return f"N{shape.n_units}_{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
+    return f"N{shape.n_units}x{shape.copies}_{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
 
 
 def filter_spikes(
@@ -216,8 +247,8 @@ def _check_run_inputs(shape: NetworkShape, inputs: RunInputs) -> None:
     missing = [k for k in STATE_VARIABLES if k not in inputs.initial_state]
     if missing:
         raise ValueError(f"initial_state lacks {', '.join(missing)}")
-    if not 0 <= int(inputs.seed) < 2**32:
-        raise ValueError(f"seed {inputs.seed} must be in [0, 2**32)")
+    if not 0 <= int(inputs.seed) < 2**64:
+        raise ValueError(f"seed {inputs.seed} must be in [0, 2**64)")
     for name, value in (("weights_s", inputs.weights_s), ("drive", inputs.drive)):
         if not np.isfinite(value).all():
             raise ValueError(f"{name} holds NaN or Inf")
@@ -261,7 +292,8 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 class SpikingNetwork:
-    """A built LIF network of one shape; ``run(inputs)`` simulates one trial (or one chunk of a long trial).
+    """A built LIF network of one shape; ``run_batch(runs)`` simulates up to ``shape.copies`` trials (or chunks of
+    long trials) side by side, ``run(inputs)`` one.
 
     Use as a context manager: it owns Brian2's global device and preferences while open and resets them on close.
     Only one may be open per process at a time.
@@ -276,13 +308,14 @@ class SpikingNetwork:
         target: Literal["cpp_standalone", "numpy"] = "cpp_standalone",
         build_dir: str | Path | None = None,
         make_jobs: int = 2,
+        keep_synapses: bool = False,
     ):
         if target not in ("cpp_standalone", "numpy"):
             raise ValueError(f"spiking.target must be 'cpp_standalone' or 'numpy', not {target!r}")
         if target == "cpp_standalone" and build_dir is None:
             raise ValueError("the cpp_standalone target needs a build directory (build_dir)")
-        if shape.n_units < 1 or shape.steps < 1:
-            raise ValueError(f"network shape {shape} must have at least one unit and one step")
+        if shape.n_units < 1 or shape.steps < 1 or shape.copies < 1:
+            raise ValueError(f"network shape {shape} must have at least one unit, one step and one copy")
         ratio = shape.step_s * 1000.0 / shape.dt_ms
         if abs(ratio - round(ratio)) > 1e-9:
             raise ValueError(
@@ -292,9 +325,11 @@ class SpikingNetwork:
         self.shape, self.constants, self.target = shape, constants, target
         self.build_root = Path(build_dir) if build_dir is not None else None
         self.make_jobs = make_jobs
+        self.keep_synapses = keep_synapses  # cpp_standalone: write the synapses back after each run (for reading)
         self.info: BuildInfo | None = None
         self._private: Path | None = None
         self._objects: dict[str, Any] = {}
+        self._arg_files: dict[str, tuple[_Snapshot, str]] = {}
         self._runs = 0
         self._frozen = False
 
@@ -322,6 +357,7 @@ class SpikingNetwork:
             shutil.rmtree(self._private)
             self._private = None
         self._objects = {}
+        self._arg_files = {}
         if self._frozen:
             gc.unfreeze()
             self._frozen = False
@@ -335,11 +371,12 @@ class SpikingNetwork:
         import brian2 as b2
 
         shape, c = self.shape, self.constants
-        n = shape.n_units
+        n, k = shape.n_units, shape.copies
         clock = b2.Clock(shape.dt_ms * b2.ms, name="twin_clock")
-        drive = b2.TimedArray(np.zeros((shape.steps, n)), dt=shape.step_s * b2.second, name="I_ext")
+        drive = b2.TimedArray(np.zeros((shape.steps, shape.n_neurons)), dt=shape.step_s * b2.second, name="I_ext")
         namespace = {
             "I_ext": drive,
+            noise.FUNCTION_NAME: noise.brian_function(),
             "tau_m": c.tau_m_ms * b2.ms,
             "tau_rise": c.tau_rise_ms * b2.ms,
             "v_rest": c.v_rest_mV * b2.mV,
@@ -347,11 +384,11 @@ class SpikingNetwork:
             "v_threshold": c.v_threshold_mV * b2.mV,
         }
         group = b2.NeuronGroup(
-            n,
+            shape.n_neurons,
             NEURON_EQUATIONS,
             threshold="v > v_threshold",
             reset=RESET,
-            refractory="t_ref",
+            refractory=REFRACTORY,
             method="euler",
             namespace=namespace,
             clock=clock,
@@ -360,11 +397,12 @@ class SpikingNetwork:
         synapses = b2.Synapses(
             group, group, "w : second", on_pre=ON_PRE, namespace=namespace, clock=clock, name="recurrent"
         )
-        pre, post = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")  # pre-major: Brian's internal order
-        synapses.connect(i=pre.ravel(), j=post.ravel())
+        # Every pre -> post pair within a copy, created in order of pre, then post (so copy c holds synapses
+        # c N^2 .. (c+1) N^2 - 1, pre-major). A generator rather than index arrays: no K N^2 static arrays to load.
+        synapses.connect(j=CONNECT, namespace={"n_units": n})
         synapses.w = 0 * b2.second
         group.v = c.v_rest_mV * b2.mV
-        group.tau_syn = 0.1 * b2.second
+        group.syn_rate = 10 * b2.Hz
         group.t_ref = 2 * b2.ms
         spikes = b2.SpikeMonitor(group, name="spikes")
         network = b2.Network(group, synapses, spikes, name="twin")
@@ -406,8 +444,8 @@ class SpikingNetwork:
         device.reinit()
         device.activate(build_on_run=False)
         self._create_objects()
-        device.insert_code("main", SEED_CODE)
         self._objects["network"].run(self.shape.duration_s * b2.second, namespace={})
+        device.insert_code("main", self._drop_synapses_code(device))
 
         assert self.build_root is not None
         shared = (self.build_root / key).resolve()
@@ -431,7 +469,7 @@ class SpikingNetwork:
             shutil.copytree(shared / "static_arrays", private / "static_arrays")
             (private / "results").mkdir()
         self._private = private
-        device.project_dir = str(private)  # run_args arrays are written under project_dir/static_arrays
+        device.project_dir = str(private)
         self.info = BuildInfo(
             "cpp_standalone",
             shared,
@@ -441,79 +479,141 @@ class SpikingNetwork:
             binary_mtime=after,
         )
 
+    def _drop_synapses_code(self, device: Any) -> str:
+        """C++ run after the simulation: empty the synapse arrays (32 B per synapse; they never change during a run)
+        so that the binary does not write them out, unless KEEP_SYNAPSES_VARIABLE is set."""
+        from brian2.core.variables import DynamicArrayVariable
+
+        synapses = self._objects["synapses"]
+        names = sorted(
+            {
+                device.get_array_name(var, access_data=False)
+                for variables in (synapses.variables, *(path.variables for path in synapses._pathways))
+                for var in variables.values()
+                if isinstance(var, DynamicArrayVariable) and var.owner.name.startswith(synapses.name)
+            }
+        )
+        cleared = " ".join(f"brian::{name}.clear();" for name in names)
+        return f'if (!std::getenv("{KEEP_SYNAPSES_VARIABLE}")) {{ {cleared} }}'
+
     # ------------------------------------------------------------------------------------------------------ run
     def run(self, inputs: RunInputs) -> RunOutput:
-        """Simulate one run of ``shape.steps`` rate steps from ``inputs.initial_state``."""
+        """Simulate one run of ``shape.steps`` rate steps from ``inputs.initial_state`` (other copies idle)."""
+        return self.run_batch([inputs])[0]
+
+    def run_batch(self, batch: Sequence[RunInputs]) -> list[RunOutput]:
+        """Simulate up to ``shape.copies`` independent runs in one simulation; one output per run, in order.
+
+        Each run's spikes equal those of the same run simulated alone (the noise is counter-based, the copies share
+        no synapses)."""
         if self.info is None:
-            raise RuntimeError("SpikingNetwork.run called outside its `with` block")
-        _check_run_inputs(self.shape, inputs)
+            raise RuntimeError("SpikingNetwork.run_batch called outside its `with` block")
+        if not 1 <= len(batch) <= self.shape.copies:
+            raise ValueError(f"a batch holds 1 to {self.shape.copies} runs (NetworkShape.copies), not {len(batch)}")
+        for inputs in batch:
+            _check_run_inputs(self.shape, inputs)
         start = time.perf_counter()
+        values = self._values(batch)
         if self.target == "numpy":
-            self._run_runtime(inputs)
+            self._run_runtime(values)
+            binary_s = None
         else:
-            self._run_standalone(inputs)
-        output = self._collect()
+            binary_s = self._run_standalone(values)
+        outputs = self._collect(len(batch))
         self._runs += 1
-        return RunOutput(**output, wall_s=time.perf_counter() - start)
+        wall = time.perf_counter() - start
+        return [RunOutput(**out, wall_s=wall, binary_s=binary_s) for out in outputs]
 
-    def _values(self, inputs: RunInputs) -> dict[str, tuple[Any, np.ndarray]]:
-        """(Brian attribute holder, value in Brian units) for every per-run array."""
-        b2 = self._objects["b2"]
-        n = self.shape.n_units
-        p, s = inputs.parameters, inputs.initial_state
-        group = self._objects["group"]
-        return {
-            "w": (self._objects["synapses"].w, np.ascontiguousarray(inputs.weights_s.T).ravel() * b2.second),
-            "tau_syn": (group.tau_syn, _per_neuron(p.tau_syn_s, n) * b2.second),
-            "bias": (group.bias, _per_neuron(p.bias, n)),
-            "gain": (group.gain, _per_neuron(p.gain_mV, n) * b2.mV),
-            "offset": (group.offset, _per_neuron(p.offset_mV, n) * b2.mV),
-            "noise": (group.noise, _per_neuron(p.noise_mV, n) * b2.mV),
-            "t_ref": (group.t_ref, _per_neuron(p.refractory_ms, n) * b2.ms),
-            "v": (group.v, _per_neuron(s["v"], n) * b2.mV),
-            "I_rec": (group.I_rec, _per_neuron(s["I_rec"], n)),
-            "g_rise": (group.g_rise, _per_neuron(s["g_rise"], n) * b2.Hz),
-            "lastspike": (group.lastspike, _per_neuron(s["lastspike"], n) * b2.second),
-            "not_refractory": (group.not_refractory, np.broadcast_to(np.asarray(s["not_refractory"], bool), (n,))),
+    def _idle(self) -> RunInputs:
+        """A copy that never spikes: no weights, drive, gain or noise; at rest."""
+        n, c = self.shape.n_units, self.constants
+        params = NeuronParameters(np.full(n, 0.1), np.zeros(n), 0.0, 0.0, 0.0, max(self.shape.dt_ms, 1.0))
+        state = {
+            "v": np.full(n, c.v_rest_mV),
+            "I_rec": np.zeros(n),
+            "g_rise": np.zeros(n),
+            "lastspike": np.full(n, -1e4),
+            "not_refractory": np.ones(n, dtype=bool),
         }
+        return RunInputs(np.zeros((n, n)), np.zeros((self.shape.steps, n)), params, state, seed=0)
 
-    def _run_standalone(self, inputs: RunInputs) -> None:
+    def _values(self, batch: Sequence[RunInputs]) -> dict[str, np.ndarray | _Weights]:
+        """Brian name -> value in SI base units (Brian's internal representation) for every per-run array."""
+        n, dt_ms, tau_rise_s = self.shape.n_units, self.shape.dt_ms, self.constants.tau_rise_ms * 1e-3
+        runs = list(batch) + [self._idle()] * (self.shape.copies - len(batch))
+
+        def stack(get: Callable[[RunInputs], Any], scale: float = 1.0) -> np.ndarray:
+            return np.concatenate([_per_neuron(get(r), n) for r in runs]) * scale
+
+        keys = np.concatenate([noise.stream_keys(r.seed, n) for r in runs])
+        key_high, key_low = noise.split_keys(keys)
+        values: dict[str, Any] = {
+            "lif.syn_rate": 1.0 / stack(lambda r: r.parameters.tau_syn_s),
+            "lif.spike_gain": 1.0 / (stack(lambda r: r.parameters.tau_syn_s) * tau_rise_s),
+            "lif.bias": stack(lambda r: r.parameters.bias),
+            "lif.gain": stack(lambda r: r.parameters.gain_mV, 1e-3),
+            "lif.offset": stack(lambda r: r.parameters.offset_mV, 1e-3),
+            "lif.noise": stack(lambda r: r.parameters.noise_mV, 1e-3),
+            "lif.t_ref": (np.floor(stack(lambda r: r.parameters.refractory_ms) / dt_ms + 1e-3) - 0.5) * dt_ms * 1e-3,
+            "lif.key_high": key_high,
+            "lif.key_low": key_low,
+            "lif.v": stack(lambda r: r.initial_state["v"], 1e-3),
+            "lif.I_rec": stack(lambda r: r.initial_state["I_rec"]),
+            "lif.g_rise": stack(lambda r: r.initial_state["g_rise"]),
+            "lif.lastspike": stack(lambda r: r.initial_state["lastspike"]),
+            "lif.not_refractory": np.concatenate(
+                [np.broadcast_to(np.asarray(r.initial_state["not_refractory"], bool), (n,)) for r in runs]
+            ),
+            "I_ext.values": np.concatenate([np.asarray(r.drive, dtype=np.float64) for r in runs], axis=1),
+            "recurrent.w": _Weights(tuple(r.weights_s for r in runs)),
+        }
+        return values
+
+    def _run_standalone(self, values: Mapping[str, Any]) -> float:
+        """One run of the private binary; returns the simulation time inside it, s."""
         from brian2.devices.device import get_device
 
+        assert self._private is not None
         device = get_device()
-        run_args: dict[Any, Any] = {holder: value for holder, value in self._values(inputs).values()}
-        run_args[self._objects["drive"]] = np.ascontiguousarray(inputs.drive, dtype=np.float64)
-        with _environment({"TRIAL_SEED": str(int(inputs.seed))}):
-            device.run(
-                directory=str(self._private),
-                results_directory="results",
-                with_output=False,
-                run_args=run_args,
-            )
+        run_args = [f"{name}={self._arg_file(name, value)}" for name, value in values.items()]
+        with _environment({KEEP_SYNAPSES_VARIABLE: "1"} if self.keep_synapses else {}):
+            device.run(directory=str(self._private), results_directory="results", with_output=False, run_args=run_args)
+        return float(device._last_run_time)
 
-    def _run_runtime(self, inputs: RunInputs) -> None:
-        from brian2.devices.device import get_device
+    def _arg_file(self, name: str, value: np.ndarray | _Weights) -> str:
+        """Path (relative to the run folder) of a file holding ``value``; written only if it changed since last run.
 
+        Brian reads each file as the variable's raw array (C order, its own dtype)."""
+        assert self._private is not None
+        previous = self._arg_files.get(name)
+        if previous is not None and previous[0] == value:
+            return previous[1]
+        array = value.flat() if isinstance(value, _Weights) else value
+        dtype = np.int32 if name.endswith(("key_high", "key_low")) else bool if name.endswith("refractory") else float
+        relative = f"static_arrays/run_{name}_{self._runs}.dat"
+        np.ascontiguousarray(array, dtype=dtype).tofile(self._private / relative)
+        if previous is not None:
+            (self._private / previous[1]).unlink()
+        self._arg_files[name] = (_Snapshot.of(value), relative)
+        return relative
+
+    def _run_runtime(self, values: Mapping[str, Any]) -> None:
         b2 = self._objects["b2"]
-        network = self._objects["network"]
+        network, group, synapses = self._objects["network"], self._objects["group"], self._objects["synapses"]
         network.restore("initial")
-        for holder, value in self._values(inputs).values():
-            holder[:] = value
-        self._objects["drive"].values[:] = inputs.drive  # the numpy implementation reads this array in place
-        device = get_device()
-        saved = device.get_random_state()
-        device.seed(int(inputs.seed))
-        try:
-            network.run(self.shape.duration_s * b2.second, namespace={})
-        finally:
-            device.set_random_state(saved)
+        group.set_states({k.split(".")[1]: v for k, v in values.items() if k.startswith("lif.")}, units=False)
+        synapses.set_states({"w": values["recurrent.w"].flat()}, units=False)
+        self._objects["drive"].values[:] = values["I_ext.values"]  # the numpy implementation reads it in place
+        network.run(self.shape.duration_s * b2.second, namespace={})
 
-    def _collect(self) -> dict[str, Any]:
+    def _collect(self, n_runs: int) -> list[dict[str, Any]]:
         b2 = self._objects["b2"]
         group, spikes = self._objects["group"], self._objects["spikes"]
-        end = self.shape.duration_s
-        spike_unit = np.asarray(spikes.i[:], dtype=np.int32)
+        n, end = self.shape.n_units, self.shape.duration_s
+        unit = np.asarray(spikes.i[:], dtype=np.int64)
         spike_time = np.asarray(spikes.t[:] / b2.second, dtype=np.float64)
+        if spike_time.size and spike_time.max() > end + 1e-9:
+            raise RuntimeError(f"spike at {spike_time.max()} s after the end of the run ({end} s)")
         final = {
             "v": np.asarray(group.v[:] / b2.mV, dtype=np.float64),
             "I_rec": np.asarray(group.I_rec[:], dtype=np.float64),
@@ -521,20 +621,65 @@ class SpikingNetwork:
             "lastspike": np.asarray(group.lastspike[:] / b2.second, dtype=np.float64) - end,
             "not_refractory": np.asarray(group.not_refractory[:], dtype=bool),
         }
-        if spike_time.size and spike_time.max() > end + 1e-9:
-            raise RuntimeError(f"spike at {spike_time.max()} s after the end of the run ({end} s)")
-        return {"spike_unit": spike_unit, "spike_time_s": spike_time, "final_state": final}
+        copy = unit // n
+        outputs = []
+        for c in range(n_runs):
+            mine = copy == c  # the monitor's order (time, then neuron) is kept within each copy
+            outputs.append(
+                {
+                    "spike_unit": (unit[mine] - c * n).astype(np.int32),
+                    "spike_time_s": spike_time[mine],
+                    "final_state": {k: v[c * n : (c + 1) * n].copy() for k, v in final.items()},
+                }
+            )
+        return outputs
 
-    def synapse_matrix_s(self) -> np.ndarray:
-        """The recurrent weights as Brian2 holds them after the last run, (post, pre), s."""
+    def synapse_matrix_s(self, copy: int = 0) -> np.ndarray:
+        """The recurrent weights of one copy as Brian2 holds them after the last run, (post, pre), s.
+
+        cpp_standalone needs ``keep_synapses=True``. Raises if any synapse connects two copies."""
+        if self.target == "cpp_standalone" and not self.keep_synapses:
+            raise RuntimeError("synapse_matrix_s needs SpikingNetwork(..., keep_synapses=True) on cpp_standalone")
         b2 = self._objects["b2"]
         synapses = self._objects["synapses"]
         n = self.shape.n_units
+        pre, post = np.asarray(synapses.i[:]), np.asarray(synapses.j[:])
+        if np.any(pre // n != post // n):
+            raise RuntimeError("a synapse connects two copies of the network")
+        mine = pre // n == copy
         matrix = np.full((n, n), np.nan)
-        matrix[np.asarray(synapses.j[:]), np.asarray(synapses.i[:])] = np.asarray(synapses.w[:] / b2.second)
+        matrix[post[mine] - copy * n, pre[mine] - copy * n] = np.asarray(synapses.w[:] / b2.second)[mine]
         return matrix
 
     @property
     def runs(self) -> int:
-        """Number of runs done so far."""
+        """Number of simulations (batches) run so far."""
         return self._runs
+
+
+@dataclass(frozen=True)
+class _Weights:
+    """The (post, pre) weight matrices of every copy; flattened lazily into Brian's synapse order."""
+
+    matrices: tuple[np.ndarray, ...]
+
+    def flat(self) -> np.ndarray:
+        return np.concatenate([np.ascontiguousarray(np.asarray(m, dtype=np.float64).T).ravel() for m in self.matrices])
+
+
+@dataclass(frozen=True, eq=False)
+class _Snapshot:
+    """A private copy of a run argument, compared with the next run's value (cheaper than writing it again)."""
+
+    arrays: tuple[np.ndarray, ...]
+
+    @staticmethod
+    def of(value: np.ndarray | _Weights) -> _Snapshot:
+        arrays = value.matrices if isinstance(value, _Weights) else (value,)
+        return _Snapshot(tuple(np.array(a, copy=True) for a in arrays))
+
+    def __eq__(self, other: object) -> bool:
+        arrays = other.matrices if isinstance(other, _Weights) else (other,)
+        return len(arrays) == len(self.arrays) and all(
+            np.shape(a) == b.shape and np.array_equal(a, b) for a, b in zip(arrays, self.arrays)
+        )

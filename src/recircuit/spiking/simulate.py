@@ -21,6 +21,10 @@ Protocol (every step seeded explicitly; nothing here seeds a global generator):
    ``spiking.quiescent_noise = membrane+rate`` adds the rate circuit's own offline noise to the twin's currents
    (`rate_noise_states`); the default keeps only the twin's own variability (spikes and membrane noise).
 
+Batching: one binary per network size serves every step above; each Brian2 run simulates ``spiking.copies``
+independent trials side by side (the search trials of every lambda, the f-I repeats, the task trials, chunk c of
+every quiescent trial). A trial's spikes depend only on its own inputs, start state and seed, not on the batch.
+
 Agreement: decoding error ratio spiking / rate (per rate reference), per-unit Pearson correlation of the smoothed
 spiking rate lambda r with the rate unit's activity (over trials and steps; median over units firing > 1 Hz).
 """
@@ -50,7 +54,9 @@ from recircuit.spiking.network import (
     NetworkShape,
     NeuronParameters,
     RunInputs,
+    RunOutput,
     SpikingNetwork,
+    default_copies,
     filter_spikes,
 )
 
@@ -59,7 +65,6 @@ RATE_NOISE = ("evaluation", "none")
 ACTIVE_RATE_HZ = 1.0  # units above this mean task rate enter the median correlation
 SILENT_RATE_HZ = 0.1  # units below this mean rate count as silent
 COMPRESSION = {"zlib": True, "complevel": 4}
-QUIET_RUN_MAX_STEPS = 2500  # rate steps per Brian2 run of quiescence (longer trials are chained with state carried)
 PURPOSE = {"search": 1, "task": 2, "quiescence": 3, "fi": 4, "quiescent_noise": 5}
 
 
@@ -210,6 +215,58 @@ def _counts(unit: np.ndarray, spike_time: np.ndarray, steps: int, step_s: float,
     return np.bincount(step_bin * n + unit, minlength=steps * n).reshape(steps, n)
 
 
+def run_many(net: SpikingNetwork, runs: Sequence[RunInputs]) -> list[RunOutput]:
+    """Every run, ``net.shape.copies`` at a time (one Brian2 simulation per batch); outputs in the order of runs."""
+    k = net.shape.copies
+    outputs: list[RunOutput] = []
+    for first in range(0, len(runs), k):
+        outputs.extend(net.run_batch(runs[first : first + k]))
+    return outputs
+
+
+def task_runs(
+    circuit: RateCircuit,
+    cal: LIFCalibration,
+    inputs: np.ndarray,
+    initial_rates: np.ndarray,
+    seeds: Sequence[int],
+    constants: LIFConstants,
+) -> tuple[list[RunInputs], list[tuple[np.ndarray, np.ndarray]]]:
+    """Brian2 runs and readout-filter start states of task trials: inputs (trial, time, n_inputs), model-space h0
+    (trial, units)."""
+    params = neuron_parameters(circuit, cal)
+    weights = cal.lambda_s * circuit.recurrent
+    s0 = circuit.initial_rates(initial_rates)
+    runs, traces = [], []
+    for k, seed in enumerate(seeds):
+        brian, trace = initial_state(circuit, cal, s0[k], constants, seed)
+        runs.append(RunInputs(weights, inputs[k] @ circuit.input.T, params, brian, seed))
+        traces.append(trace)
+    return runs, traces
+
+
+def task_results(
+    outputs: Sequence[RunOutput],
+    traces: Sequence[tuple[np.ndarray, np.ndarray]],
+    circuit: RateCircuit,
+    shape: NetworkShape,
+    constants: LIFConstants,
+    wall_s: float,
+) -> SpikingTrials:
+    """Filtered rates, counts and spike events of task trials from their Brian2 outputs."""
+    rates, counts, events = [], [], []
+    for out, trace in zip(outputs, traces, strict=True):
+        sampled, _ = filter_spikes(
+            out.spike_unit, out.spike_time_s, shape.steps, shape.step_s, circuit.synaptic_tau_s,
+            constants.tau_rise_ms / 1000.0, trace,
+        )  # fmt: skip
+        rates.append(sampled)
+        counts.append(_counts(out.spike_unit, out.spike_time_s, shape.steps, shape.step_s, circuit.n_units))
+        events.append((out.spike_unit, out.spike_time_s))
+    total = sum(out.spike_unit.size for out in outputs)
+    return SpikingTrials(np.stack(rates), np.stack(counts), events, wall_s, total)
+
+
 def run_task_trials(
     net: SpikingNetwork,
     circuit: RateCircuit,
@@ -219,26 +276,13 @@ def run_task_trials(
     seeds: list[int],
     constants: LIFConstants,
 ) -> SpikingTrials:
-    """One Brian2 run per trial: inputs (trial, time, n_inputs), model-space h0 (trial, units)."""
-    shape = net.shape
-    n = circuit.n_units
-    params = neuron_parameters(circuit, cal)
-    weights = cal.lambda_s * circuit.recurrent
-    s0 = circuit.initial_rates(initial_rates)
-    rates, counts, events = [], [], []
-    start, total = time.perf_counter(), 0
-    for k, seed in enumerate(seeds):
-        brian, trace = initial_state(circuit, cal, s0[k], constants, seed)
-        out = net.run(RunInputs(weights, inputs[k] @ circuit.input.T, params, brian, seed))
-        sampled, _ = filter_spikes(
-            out.spike_unit, out.spike_time_s, shape.steps, shape.step_s, circuit.synaptic_tau_s,
-            constants.tau_rise_ms / 1000.0, trace,
-        )  # fmt: skip
-        rates.append(sampled)
-        counts.append(_counts(out.spike_unit, out.spike_time_s, shape.steps, shape.step_s, n))
-        events.append((out.spike_unit, out.spike_time_s))
-        total += out.spike_unit.size
-    return SpikingTrials(np.stack(rates), np.stack(counts), events, time.perf_counter() - start, total)
+    """Task trials, ``net.shape.copies`` per Brian2 run: inputs (trial, time, n_inputs), model-space h0 (trial, units).
+
+    Trial k's spikes depend only on its own inputs and seed, not on how trials are batched."""
+    start = time.perf_counter()
+    runs, traces = task_runs(circuit, cal, inputs, initial_rates, seeds, constants)
+    outputs = run_many(net, runs)
+    return task_results(outputs, traces, circuit, net.shape, constants, time.perf_counter() - start)
 
 
 def run_quiescence(
@@ -252,10 +296,12 @@ def run_quiescence(
     base_seed: int,
     noise_current: np.ndarray | None = None,
 ) -> SpikingTrials:
-    """Quiescent trials of ``steps`` rate steps, as consecutive runs with the state carried over; no input.
+    """Quiescent trials of ``steps`` rate steps, as consecutive runs of ``net.shape.steps`` with the full state
+    carried over (chunk c of every trial in one pass, ``net.shape.copies`` trials per Brian2 run); no input.
 
     ``noise_current`` (trial, steps, units), if given, is fed as the input drive (the rate circuit's own offline
-    noise mapped into currents, see `rate_noise_current`); otherwise the drive is zero.
+    noise mapped into currents, see `rate_noise_current`); otherwise the drive is zero. Chunk 0 of trial k uses
+    seeds[k], chunk c > 0 run_seed(base_seed, "quiescence", k, c).
     """
     shape = net.shape
     n = circuit.n_units
@@ -266,30 +312,35 @@ def run_quiescence(
     if noise_current is not None:
         padded[:, :steps] = noise_current
     s0 = circuit.initial_rates(initial_rates)
-    rates, counts, events = [], [], []
-    start, total = time.perf_counter(), 0
-    for k, seed in enumerate(seeds):
-        brian, trace = initial_state(circuit, cal, s0[k], constants, seed)
-        trial_rates, trial_counts, trial_units, trial_times = [], [], [], []
-        for c in range(chunks):
-            chunk_seed = seed if c == 0 else run_seed(base_seed, "quiescence", k, c)
-            drive = padded[k, c * shape.steps : (c + 1) * shape.steps]
-            out = net.run(RunInputs(weights, drive, params, brian, chunk_seed))
-            sampled, trace = filter_spikes(
-                out.spike_unit, out.spike_time_s, shape.steps, shape.step_s, circuit.synaptic_tau_s,
-                constants.tau_rise_ms / 1000.0, trace,
+    start = time.perf_counter()
+    starts = [initial_state(circuit, cal, s0[k], constants, seed) for k, seed in enumerate(seeds)]
+    brian = [b for b, _ in starts]
+    traces = [t for _, t in starts]
+    pieces: list[list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in seeds]
+    for c in range(chunks):
+        runs = [
+            RunInputs(
+                weights, padded[k, c * shape.steps : (c + 1) * shape.steps], params, brian[k],
+                seed if c == 0 else run_seed(base_seed, "quiescence", k, c),
             )  # fmt: skip
-            brian = out.final_state
-            trial_rates.append(sampled)
-            trial_counts.append(_counts(out.spike_unit, out.spike_time_s, shape.steps, shape.step_s, n))
-            trial_units.append(out.spike_unit)
-            trial_times.append(out.spike_time_s + c * shape.duration_s)
-            total += out.spike_unit.size
-        rates.append(np.concatenate(trial_rates)[:steps])
-        counts.append(np.concatenate(trial_counts)[:steps])
-        units, times = np.concatenate(trial_units), np.concatenate(trial_times)
+            for k, seed in enumerate(seeds)
+        ]
+        for k, out in enumerate(run_many(net, runs)):
+            sampled, traces[k] = filter_spikes(
+                out.spike_unit, out.spike_time_s, shape.steps, shape.step_s, circuit.synaptic_tau_s,
+                constants.tau_rise_ms / 1000.0, traces[k],
+            )  # fmt: skip
+            brian[k] = out.final_state
+            counts = _counts(out.spike_unit, out.spike_time_s, shape.steps, shape.step_s, n)
+            pieces[k].append((sampled, counts, out.spike_unit, out.spike_time_s + c * shape.duration_s))
+    rates, counts, events, total = [], [], [], 0
+    for trial in pieces:
+        rates.append(np.concatenate([p[0] for p in trial])[:steps])
+        counts.append(np.concatenate([p[1] for p in trial])[:steps])
+        units, times = np.concatenate([p[2] for p in trial]), np.concatenate([p[3] for p in trial])
         keep = times < steps * shape.step_s
         events.append((units[keep], times[keep]))
+        total += int(sum(p[2].size for p in trial))
     return SpikingTrials(np.stack(rates), np.stack(counts), events, time.perf_counter() - start, total)
 
 
@@ -342,7 +393,7 @@ def measure_fi(
     currents = np.linspace(cal.current_low, cal.current_high, n)
     params = NeuronParameters(circuit.synaptic_tau_s, np.zeros(n), cal.gain_mV, cal.offset_mV, cal.noise_mV, cal.refractory_ms)
     repeats = max(1, math.ceil(seconds / shape.duration_s - 1e-9))
-    counts = np.zeros(n)
+    runs = []
     for k in range(repeats):
         seed = run_seed(base_seed, "fi", k)
         rng = np.random.default_rng(seed)
@@ -354,7 +405,9 @@ def measure_fi(
             "not_refractory": np.ones(n, dtype=bool),
         }
         drive = np.broadcast_to(currents, (shape.steps, n)).copy()
-        out = net.run(RunInputs(np.zeros((n, n)), drive, params, brian, seed))
+        runs.append(RunInputs(np.zeros((n, n)), drive, params, brian, seed))
+    counts = np.zeros(n)
+    for out in run_many(net, runs):
         counts += np.bincount(out.spike_unit, minlength=n)
     return currents, counts / (repeats * shape.duration_s)
 
@@ -458,12 +511,21 @@ def lambda_search(
     currents = rate_currents(circuit, trials)
     low, high = np.percentile(currents, sp.calibration_percentiles)
     seeds = [run_seed(sp.seed, "search", k) for k in range(sp.n_search_trials)]
-    points = []
-    for max_rate in sp.max_rate_grid_hz:
-        cal = calibrate_lif(
+    calibrations = [
+        calibrate_lif(
             1.0 / max_rate, (low, high), sp.membrane_noise_mV, sp.threshold_gap_mV, sp.tau_m_ms, sp.min_refractory_ms
         )
-        spk = run_task_trials(net, circuit, cal, trials.inputs, trials.initial_rates, seeds, constants)
+        for max_rate in sp.max_rate_grid_hz
+    ]
+    # every grid point's trials in one list, so that batches of copies fill up across grid points
+    start = time.perf_counter()
+    prepared = [task_runs(circuit, cal, trials.inputs, trials.initial_rates, seeds, constants) for cal in calibrations]
+    outputs = run_many(net, [run for runs, _ in prepared for run in runs])
+    wall = time.perf_counter() - start
+    points = []
+    for g, (max_rate, cal) in enumerate(zip(sp.max_rate_grid_hz, calibrations)):
+        mine = outputs[g * len(seeds) : (g + 1) * len(seeds)]
+        spk = task_results(mine, prepared[g][1], circuit, net.shape, constants, wall / len(calibrations))
         decoded = decode(model, spiking_readout(circuit, cal, spk.rates_hz))
         error = float(decoding_error(model, decoded, trials.states).mean())
         mean_rate = spk.counts.sum(axis=(0, 1)) / (spk.counts.shape[0] * net.shape.duration_s)
@@ -529,11 +591,16 @@ def spike(
             f"spiking.tau_rise_ms ({sp.tau_rise_ms}) must be below the synaptic decay "
             f"({1000 * circuit.synaptic_tau_s.min():.3g} ms, spiking.synaptic_tau = {sp.synaptic_tau})"
         )
-    shape = NetworkShape(circuit.n_units, steps, spec.task.dt_s, sp.dt_ms)
+    # One binary per network size for everything: search, f-I check, task trials and quiescence (in chunks of one
+    # trial length), ``copies`` trials side by side per Brian2 run.
+    copies = sp.copies or default_copies(circuit.n_units)
+    shape = NetworkShape(circuit.n_units, steps, spec.task.dt_s, sp.dt_ms, copies)
     build_root = Path(build_dir) if build_dir is not None else run_dir / ".brian_build"
     meta = model.meta
     timer = time.perf_counter()
-    log(f"spiking twin of {run_dir}: {circuit.n_units} LIF neurons, target {sp.target}")
+    log(f"spiking twin of {run_dir}: {circuit.n_units} LIF neurons x {copies} copies, target {sp.target}")
+    quiet = noise_state = None
+    quiet_rate_sd = 0.0
     with SpikingNetwork(shape, constants, sp.target, build_root) as net:
         assert net.info is not None
         how = "compiled" if net.info.compiled else "reused"
@@ -546,18 +613,7 @@ def spike(
         trials = rate_trials(model, ev.seed, ev.n_trials, sp.n_trials, steps)
         task_seeds = [run_seed(sp.seed, "task", k) for k in range(sp.n_trials)]
         spk = run_task_trials(net, circuit, cal, trials.inputs, trials.initial_rates, task_seeds, constants)
-        infos, runs = [net.info], net.runs
-    quiet = noise_state = None
-    quiet_rate_sd = 0.0
-    if sp.n_quiescent_trials:
-        # A second binary whose run is one whole quiescent trial (or a long chunk of it): one run per trial.
-        quiet_shape = NetworkShape(circuit.n_units, min(quiet_steps, QUIET_RUN_MAX_STEPS), spec.task.dt_s, sp.dt_ms)
-        with SpikingNetwork(quiet_shape, constants, sp.target, build_root) as net:
-            assert net.info is not None
-            log(
-                f"  quiescence network ready in {net.info.build_s:.1f} s "
-                f"({'compiled' if net.info.compiled else 'reused'} {net.info.key})"
-            )
+        if sp.n_quiescent_trials:
             quiet_starts = evaluation_starts(model, steps, sp.n_quiescent_trials)
             quiet_seeds = [run_seed(sp.seed, "quiescence", k, 0) for k in range(sp.n_quiescent_trials)]
             if sp.quiescent_noise == "membrane+rate":
@@ -569,8 +625,7 @@ def spike(
             quiet = run_quiescence(
                 net, circuit, cal, quiet_starts, quiet_steps, quiet_seeds, constants, sp.seed, noise_drive
             )
-            infos.append(net.info)
-            runs += net.runs
+        infos, runs = [net.info], net.runs
     elapsed = time.perf_counter() - timer
 
     # ----- task agreement
@@ -639,6 +694,7 @@ def spike(
             "brian2_compiled_this_job": int(any(i.compiled for i in infos)),
             "build_s": float(sum(i.build_s for i in infos)),
             "brian2_runs": int(runs),
+            "brian2_copies": int(copies),
             "wall_s": float(elapsed),
             "task_run_wall_s": float(spk.wall_s),
             "quiescent_run_wall_s": float(quiet.wall_s) if quiet is not None else 0.0,
