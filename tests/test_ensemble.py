@@ -1,4 +1,9 @@
-"""Ensemble training: K circuits trained as one batched network equal the same circuits trained alone."""
+"""Ensemble training: K circuits trained as one batched network equal the same circuits trained alone.
+
+Checked to float32 tolerance, not bit for bit: the ensemble runs batched matmuls (baddbmm over members) where
+training alone runs single ones. On this CPU they round identically and the weights come out bit-identical, but no
+BLAS promises that, so a rounding difference amplified by a few Adam steps (~1e-6) is allowed.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import pytest
 import torch
 
 from recircuit.circuit.io import load_model
-from recircuit.learning.ensemble import check_compatible, train_ensemble
+from recircuit.learning.ensemble import _stack, check_compatible, train_ensemble
 from recircuit.learning.train import train
 from recircuit.spec import load_spec
 
@@ -28,6 +33,14 @@ def quiet(message):
         [["training.seed=3", "network.normalization.kind=divisive", "network.normalization.errors=full"],
          ["training.seed=4", "network.normalization.kind=divisive", "network.normalization.errors=full",
           "task.input_gain.epsilon=0.5"]],
+        # finite training sets: each member samples its own set (batch 8 of 12: without replacement; of 5: with)
+        [["training.seed=5", "training.n_train_trajectories=12"],
+         ["training.seed=6", "training.n_train_trajectories=12", "network.noise.recurrent_sd=0"]],
+        [["training.seed=7", "training.n_train_trajectories=5", "network.activation=relu"],
+         ["training.seed=8", "training.n_train_trajectories=5", "network.activation=relu"]],
+        [["training.seed=9", "network.noise.placement=drive", "network.noise.input_sd=0.05",
+          "network.initial_state=zeros"], ["training.seed=10", "network.noise.placement=drive",
+                                           "network.initial_state=zeros"]],
     ],
 )
 def test_each_member_equals_training_it_alone(tmp_path, members):
@@ -47,3 +60,12 @@ def test_members_that_differ_in_architecture_are_refused():
     b = load_spec("circuits/path_integration.yaml", BASE + ["network.spectral_radius=1.2", "training.learning_rate=0.01"])
     with pytest.raises(ValueError, match="network.spectral_radius, training.learning_rate"):
         check_compatible([a, b])
+
+
+def test_stack_of_adjacent_slices_is_a_view_and_equals_torch_stack():
+    joined = torch.randn(12, 5, 3)
+    parts = [joined[4 * k : 4 * (k + 1)] for k in range(3)]
+    stacked = _stack(parts)
+    assert torch.equal(stacked, torch.stack(parts)) and stacked.data_ptr() == joined.data_ptr()
+    for others in (parts[::-1], [torch.randn(4, 5, 3) for _ in range(3)], [joined[:4], joined[8:], joined[4:8]]):
+        assert torch.equal(_stack(others), torch.stack(others))

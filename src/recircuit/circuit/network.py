@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recircuit.circuit.normalization import InhibitoryNormalization
+from recircuit.circuit.scan import fused_scan_available, rate_scan
 from recircuit.spec import CircuitSpec
 
 if TYPE_CHECKING:  # rules live in recircuit.learning, which imports this module
@@ -82,6 +83,22 @@ def split_circuit_step(
     if noise is not None and not noise_on_drive:
         new_rates = new_rates + noise
     return new_rates
+
+
+def _affine(bias: torch.Tensor, inputs: torch.Tensor, weight_t: torch.Tensor) -> torch.Tensor:
+    """bias + inputs @ weight_t: one matrix product (addmm), or one per member (baddbmm) when the tensors carry a
+    leading member dimension; bias (..., 1, out), inputs (..., rows, in), weight_t (..., in, out)."""
+    if inputs.dim() == 2:
+        return torch.addmm(bias, inputs, weight_t)
+    return torch.baddbmm(bias, inputs, weight_t)
+
+
+def _exact_bptt(rule: Rule | None, steps: int) -> bool:
+    """True when ``rule`` leaves the whole backward pass of a ``steps``-step run exact (bptt, or tbptt with no cut
+    inside it), so the fused scan computes it."""
+    if rule is None:
+        return True
+    return not rule.detach_presynaptic and rule.feedback is None and not any(map(rule.cut_before, range(steps)))
 
 
 def balanced_dale_matrix(
@@ -234,11 +251,15 @@ class EICircuit(nn.Module):
         return Noise(recurrent, inputs)
 
     def initial_rates(self, initial_code: torch.Tensor) -> torch.Tensor:
-        """h0 = phi(W_enc code/|code| + b_enc) from the cell code of the start state, or zeros."""
+        """h0 = phi(W_enc code/|code| + b_enc) from the cell code of the start state, or zeros.
+
+        Like ``run``, it accepts a leading member dimension: with parameters stacked over K
+        circuits (torch.func.functional_call), codes (K, batch, n_cells) give rates (K, batch, units).
+        """
         if not self.learned_initial_state:
-            return torch.zeros(initial_code.shape[0], self.n_units, device=initial_code.device)
+            return initial_code.new_zeros(*initial_code.shape[:-1], self.n_units)
         unit_code = initial_code / torch.linalg.vector_norm(initial_code, dim=-1, keepdim=True).clamp_min(1e-12)
-        return self.phi(torch.addmm(self.encoder_bias, unit_code, self.encoder.T))
+        return self.phi(_affine(self.encoder_bias.unsqueeze(-2), unit_code, self.encoder.mT))
 
     def run(
         self, inputs: torch.Tensor, initial_rates: torch.Tensor, noise: Noise, *, rule: Rule | None = None
@@ -246,23 +267,33 @@ class EICircuit(nn.Module):
         """Rates (batch, time, units) for inputs (batch, time, n_inputs) from initial rates (batch, units).
 
         ``rule`` (recircuit.learning.rules.Rule) changes only the backward pass: tbptt detaches the state every K
-        steps, eprop/rflo detach h_{t-1} in the recurrent input; the values are bit-identical to rule=None (bptt).
+        steps, eprop/rflo detach h_{t-1} in the recurrent input; the values equal rule=None (bptt). Exact BPTT
+        without normalization runs the fused scan (recircuit.circuit.scan), which also takes a leading member
+        dimension on every tensor and parameter (ensembles); under torch.func transforms (the curvature analysis)
+        it runs as the autograd loop over ``circuit_step``.
         """
         if noise.input is not None:
             inputs = inputs + noise.input
-        drive = torch.addmm(self.bias, inputs.flatten(0, 1), self.input_weight().T).view(
-            inputs.shape[0], inputs.shape[1], self.n_units
+        # W_in^T made contiguous: autograd then forms its gradient as u^T g (fast), not (g^T u)^T (6x slower here)
+        input_t = self.input_weight().mT.contiguous()
+        drive = _affine(self.bias.unsqueeze(-2), inputs.flatten(-3, -2), input_t).view(
+            *inputs.shape[:-1], self.n_units
         )
-        recurrent_t = self.recurrent_weight().T
-        rates, history = initial_rates, []
-        step_noise = noise.recurrent.unbind(0) if noise.recurrent is not None else [None] * inputs.shape[1]
+        recurrent_t = self.recurrent_weight().mT
         self.homeostatic_loss = torch.zeros((), device=drive.device)
-        if self.normalization is None and (rule is None or rule.name == "bptt"):
+        plain = self.normalization is None and _exact_bptt(rule, inputs.shape[-2])
+        if plain and fused_scan_available():
+            activation = self.spec.network.activation
+            return rate_scan(recurrent_t, drive, initial_rates, noise.recurrent, self.alpha, activation,
+                             self.noise_on_drive)
+        step_noise = noise.recurrent.unbind(0) if noise.recurrent is not None else [None] * inputs.shape[1]
+        if plain:
+            rates, history = initial_rates, []
             for drive_t, noise_t in zip(drive.unbind(1), step_noise):
                 rates = circuit_step(rates, drive_t, recurrent_t, self.alpha, self.phi, noise_t, self.noise_on_drive)
                 history.append(rates)
             return torch.stack(history, 1)
-        return self._run_general(inputs, drive, recurrent_t, rates, step_noise, rule)
+        return self._run_general(inputs, drive, recurrent_t, initial_rates, step_noise, rule)
 
     def _run_general(self, inputs, drive, recurrent_t, rates, step_noise, rule) -> torch.Tensor:
         """The time loop with a credit-assignment rule's detaches and/or inhibitory normalization of the excitatory
@@ -292,11 +323,21 @@ class EICircuit(nn.Module):
         self.homeostatic_loss = local_total / len(history)
         return torch.stack(history, 1)
 
-    def readout(self, rates: torch.Tensor, *, rule: Rule | None = None) -> torch.Tensor:
-        """Outputs (batch, time, n_outputs) from rates (batch, time, units); rflo routes the error through B."""
+    def readout(
+        self,
+        rates: torch.Tensor,
+        *,
+        rule: Rule | None = None,
+        weights: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Outputs (batch, time, n_outputs) from rates (batch, time, units); rflo routes the error through B.
+
+        ``weights`` = (W_out, b_out) replaces the circuit's own (one member's, when the parameters are stacked).
+        """
+        weight, bias = weights if weights is not None else (self.output_weight(), self.output_bias)
         if rule is not None and rule.feedback is not None:
-            return rule.readout(rates, self.output_weight(), self.output_bias, self.n_readout)
-        return F.linear(rates[..., : self.n_readout], self.output_weight(), self.output_bias)
+            return rule.readout(rates, weight, bias, self.n_readout)
+        return F.linear(rates[..., : self.n_readout], weight, bias)
 
     def forward(
         self, inputs: torch.Tensor, initial_code: torch.Tensor, noise: Noise, *, rule: Rule | None = None

@@ -1,11 +1,16 @@
-"""Train K circuits of one architecture at once, as one batched network (torch.func.vmap over stacked weights).
+"""Train K circuits of one architecture at once, as one batched network over stacked weights.
 
 Members may differ in their seed and in what only changes their data or noise (noise SDs, occupancy bias,
 turn bias, input-gain spread); everything that shapes the network or its dynamics must match. Each member draws
-its trajectories and noise from its own generator in the same order as `train` does, keeps its own Adam state
-(Adam is element-wise, so one optimizer over stacked parameters is K independent optimizers) and its own
-gradient-norm clip, and is written to its own run folder exactly as `train` writes it. Small circuits are
-dispatch-bound on a CPU, so one batched step costs far less than K separate ones.
+its trajectories (or its batches from its own finite training set, training.n_train_trajectories) and noise from
+its own generator in the same order as `train` does, keeps its own Adam state (Adam is element-wise, so one
+optimizer over stacked parameters is K independent optimizers) and its own gradient-norm clip, and is written to
+its own run folder exactly as `train` writes it.
+
+Without inhibitory normalization the circuit's own forward pass runs on the stacked parameters directly (every
+matmul a batched matmul over members, the time loop the fused BPTT scan of recircuit.circuit.scan); with it, the
+forward pass is torch.func.vmap over members. Members equal training alone: bit for bit where the batched matmuls
+round as the single ones do (they do on the CPUs tested), to float32 rounding otherwise.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from recircuit.circuit.io import build_circuit
@@ -25,10 +31,13 @@ from recircuit.learning.train import (
     device_description,
     error_variable,
     resolve_device,
+    select_trials,
     task_loss,
+    training_set,
     write_run,
 )
 from recircuit.spec import CircuitSpec
+from recircuit.tasks import TrialBatch
 
 # Spec keys members may differ in: they change the data or the noise, not the network or its dynamics.
 PER_MEMBER_KEYS = (
@@ -60,6 +69,59 @@ def _stack_noise(per_member: list, shape: tuple[int, ...], any_on: bool, device)
     if not any_on:
         return torch.zeros(len(per_member), device=device)
     return torch.stack([n if n is not None else torch.zeros(shape, device=device) for n in per_member])
+
+
+class _StackedMembers(nn.Module):
+    """K circuits of the template's architecture, from parameters stacked over members (functional_call with
+    ``circuit.<name>`` keys): one forward pass with a leading member dimension (batched matmuls, fused scan), then
+    each member's readout and task loss on its own, as `train` computes them. Forward returns (losses (K,), outputs
+    per member); keeping members apart after the scan means no (members, batch, time, cells) tensor is formed."""
+
+    def __init__(self, circuit: torch.nn.Module, loss_kind: str):
+        super().__init__()
+        self.circuit, self.loss_kind = circuit, loss_kind
+
+    def forward(self, inputs, codes, noise, targets) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        circuit = self.circuit
+        rates = circuit.run(inputs, circuit.initial_rates(codes), noise)
+        members = zip(rates.unbind(0), circuit.output_weight().unbind(0), circuit.output_bias.unbind(0))
+        outputs = [circuit.readout(member_rates, weights=(weight, bias)) for member_rates, weight, bias in members]
+        losses = [task_loss(out, target, self.loss_kind) for out, target in zip(outputs, targets.unbind(0))]
+        return torch.stack(losses), outputs
+
+
+def _stack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """torch.stack, without the copy when the tensors already lie one after another in one buffer (the per-member
+    slices of one joined batch that ``sample_many`` returns)."""
+    first, size = tensors[0], tensors[0].numel()
+    adjacent = all(
+        t.is_contiguous() and t.shape == first.shape and t.dtype == first.dtype
+        and t.untyped_storage().data_ptr() == first.untyped_storage().data_ptr()
+        and t.storage_offset() == first.storage_offset() + k * size
+        for k, t in enumerate(tensors)
+    )
+    if not (adjacent and first.is_contiguous()):
+        return torch.stack(list(tensors))
+    return first.as_strided((len(tensors), *first.shape), (size, *first.stride()), first.storage_offset())
+
+
+def _draw_trials(tasks, generators, train_sets, batch: int, seq: int, shared_task: bool) -> list[TrialBatch]:
+    """Each member's training batch for one step, drawn from its own generator exactly as `train` draws it: fresh
+    trajectories, or (finite training set) a random subset of its own set, without replacement within a batch."""
+    if train_sets is None:
+        if shared_task:  # same task for every member: one trajectory loop over all members' agents
+            return tasks[0].sample_many(batch, seq, generators)
+        return [task.sample(batch, seq, generator) for task, generator in zip(tasks, generators)]
+    trials = []
+    for train_set, generator in zip(train_sets, generators):
+        n, device = train_set.inputs.shape[0], train_set.inputs.device
+        index = (
+            torch.randperm(n, generator=generator, device=device)[:batch]
+            if batch <= n
+            else torch.randint(n, (batch,), generator=generator, device=device)
+        )
+        trials.append(select_trials(train_set, index))
+    return trials
 
 
 def check_compatible(specs: Sequence[CircuitSpec]) -> None:
@@ -102,12 +164,26 @@ def train_ensemble(
     any_recurrent = any(s.network.noise.recurrent_sd > 0 for s in specs)
     any_input = any(s.network.noise.input_sd > 0 for s in specs)
 
+    train_sets = (
+        [training_set(spec, device=device) for spec in specs] if cfg.n_train_trajectories is not None else None
+    )
+
     def member_loss(p, b, inputs, code, rec_noise, in_noise, targets):
         noise = Noise(rec_noise if any_recurrent else None, in_noise if any_input else None)
         outputs, _ = functional_call(template, (p, b), (inputs, code, noise))
         return task_loss(outputs, targets, cfg.loss), template.homeostatic_loss, outputs
 
-    batched = vmap(member_loss)
+    stacked = _StackedMembers(template, cfg.loss)
+    # column signs and mask are the same for every member: they broadcast unstacked against stacked weights
+    shared = {f"circuit.{n}": t for n, t in template.named_buffers()}
+
+    def stacked_loss(p, b, inputs, codes, rec_noise, in_noise, targets):
+        noise = Noise(rec_noise if any_recurrent else None, in_noise if any_input else None)
+        arguments = (inputs, codes, noise, targets)
+        loss, outputs = functional_call(stacked, ({f"circuit.{n}": t for n, t in p.items()}, shared), arguments)
+        return loss, torch.zeros(k, device=device), outputs
+
+    batched = stacked_loss if template.normalization is None else vmap(member_loss)
     losses = np.full((k, steps), np.nan)
     grad_norms = np.full((k, steps), np.nan)
     logged_steps: list[int] = []
@@ -115,19 +191,17 @@ def train_ensemble(
     diverged_at = [0] * k
     frozen: dict[int, dict[str, torch.Tensor]] = {}
     log(f"training an ensemble of {k} {circuit} circuits ({template.n_units} units), {steps} steps x batch {batch}"
-        f" x {seq} time steps on {device_description(device)}")
+        f" x {seq} time steps on {device_description(device)}"
+        + (f", finite training sets of {cfg.n_train_trajectories} trajectories" if train_sets is not None else ""))
     started, last = time.perf_counter(), time.perf_counter()
     for step in range(steps):
-        if shared_task:  # same task for every member: one trajectory loop over all members' agents
-            trials = tasks[0].sample_many(batch, seq, generators)
-        else:
-            trials = [task.sample(batch, seq, generator) for task, generator in zip(tasks, generators)]
+        trials = _draw_trials(tasks, generators, train_sets, batch, seq, shared_task)
         noises = [model.draw_noise(batch, seq, generator) for model, generator in zip(models, generators)]
         rec = _stack_noise([n.recurrent for n in noises], (seq, batch, template.n_units), any_recurrent, device)
         inp = _stack_noise([n.input for n in noises], tuple(trials[0].inputs.shape), any_input, device)
-        inputs = torch.stack([t.inputs for t in trials])
-        codes = torch.stack([t.initial_code for t in trials])
-        targets = torch.stack([t.targets for t in trials])
+        inputs = _stack([t.inputs for t in trials])
+        codes = _stack([t.initial_code for t in trials])
+        targets = _stack([t.targets for t in trials])
         loss, homeostatic, outputs = batched(params, buffers, inputs, codes, rec, inp, targets)
         optimizer.zero_grad(set_to_none=True)
         (loss + homeostatic).sum().backward()
