@@ -249,6 +249,27 @@ def test_curvature_command_writes_a_combinable_dataset(trained_runs, tmp_path):
     assert all(p.stat().st_size > 0 for p in paths)
 
 
+def test_curvature_of_both_tasks_combines_and_the_comparison_command_prints_its_table(trained_runs, tmp_path, capsys):
+    hd_spec = toy_spec("head_direction", rule="bptt", seed=0, steps=2, batch_size=4, n_train_trajectories=6,
+                       log_every_steps=2, loss="cross_entropy")
+    hd_run = tmp_path / "hd"
+    train(hd_spec, hd_run, circuit="toy_hd", variant="bptt", log=lambda _: None)
+    runs = [*trained_runs, hd_run]
+    for run in runs:
+        assert main(["curvature", str(run), *SMALL]) == 0
+    summary = tmp_path / "summary" / "curvature.nc"
+    assert main(["collect", *[str(r / "curvature.nc") for r in runs], "--out", str(summary)]) == 0
+    combined = open_dataset(summary)
+    assert {"train_position_error", "train_heading_error", "heading_error_gap"} <= set(combined.data_vars)
+    assert set(combined["circuit"].values) == {"toy", "toy_hd"}
+    capsys.readouterr()
+    assert main(["curvature-comparison", str(summary), "--out", str(tmp_path / "comparison.nc")]) == 0
+    printed = capsys.readouterr().out
+    assert "toy_hd" in printed and "eprop" in printed
+    comparison = open_dataset(tmp_path / "comparison.nc")
+    assert float(comparison["n_runs"].sel(circuit="toy", rule="bptt")) == 2
+
+
 def test_curvature_command_bad_input_exits_2(tmp_path, trained_runs, capsys):
     assert main(["curvature", str(tmp_path / "missing")]) == 2
     assert main(["curvature", str(trained_runs[0]), "--set", "training.steps=3"]) == 2

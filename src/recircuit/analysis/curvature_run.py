@@ -8,8 +8,8 @@ curvature.nc layout (one run; ``recircuit collect`` combines runs along the leng
   file has dims (circuit, variant, seed, shift) and ``ds.rule`` gives each run's rule;
 - per run: top_eigenvalue, bottom_eigenvalue (signed, Lanczos), hessian_trace and hessian_trace_se (Hutchinson),
   n_hvp_top / n_hvp_bottom / n_hvp_trace, n_hessian_parameters, hessian_loss (loss at the Hessian batch),
-  train_loss, train_error;
-- per run and shift: test_loss, test_error, generalization_gap (= test_loss - train_loss), error_gap and
+  train_loss, train_<error> (<error> = position_error or heading_error, so tasks combine);
+- per run and shift: test_loss, test_<error>, generalization_gap (= test_loss - train_loss), <error>_gap and
   shift_factor. The shift coordinate always holds all five shifts in a fixed order, so files from different tasks
   combine; a shift that was not run (larger_arena for head direction, or left out of curvature.shifts) is NaN.
 """
@@ -85,7 +85,7 @@ def curvature_dataset(model, spec: CircuitSpec, meta: dict, device: torch.device
     """The curvature.nc dataset of one trained run (layout in the module docstring)."""
     curv = measure_curvature(model, spec, device)
     gen = generalization(model, spec, device)
-    _, error_long, error_units = error_variable(spec.task.kind)
+    error_name, error_long, error_units = error_variable(spec.task.kind)
     scalar = lambda value, long_name, units: label(xr.DataArray(value), long_name, units)  # noqa: E731
 
     def per_shift(key: str, long_name: str, units: str) -> xr.DataArray:
@@ -104,13 +104,13 @@ def curvature_dataset(model, spec: CircuitSpec, meta: dict, device: torch.device
         "n_hvp_bottom": scalar(curv["bottom"].n_hvp, "Hessian-vector products for the bottom eigenvalue", "1"),
         "n_hvp_trace": scalar(curv["n_hvp_trace"], "Hessian-vector products for the trace", "1"),
         "n_hessian_parameters": scalar(curv["n_parameters"], "free parameters the Hessian is taken over", "1"),
-        "hessian_loss": scalar(curv["hessian_loss"], f"exact loss ({spec.training.loss}) on the Hessian batch", "1"),
-        "train_loss": scalar(gen["train_loss"], f"exact loss ({spec.training.loss}) on the training set", "1"),
-        "train_error": scalar(gen["train_error"], f"{error_long} on the training set", error_units),
-        "test_loss": per_shift("test_loss", f"exact loss ({spec.training.loss}) on shifted test trials", "1"),
-        "test_error": per_shift("test_error", f"{error_long} on shifted test trials", error_units),
+        "hessian_loss": scalar(curv["hessian_loss"], "exact task loss on the Hessian batch", "1"),
+        "train_loss": scalar(gen["train_loss"], "exact task loss on the training set", "1"),
+        f"train_{error_name}": scalar(gen["train_error"], f"{error_long} on the training set", error_units),
+        "test_loss": per_shift("test_loss", "exact task loss on shifted test trials", "1"),
+        f"test_{error_name}": per_shift("test_error", f"{error_long} on shifted test trials", error_units),
         "generalization_gap": per_shift("gap", "generalization gap: test loss - training-set loss", "1"),
-        "error_gap": per_shift("error_gap", "decoded error gap: test error - training-set error", error_units),
+        f"{error_name}_gap": per_shift("error_gap", "decoded error gap: test error - training-set error", error_units),
         "shift_factor": per_shift("factor", "factor of the shifted quantity (1 = none; NaN = not run)", "1"),
     }
     coords = {"shift": label(xr.DataArray(np.asarray(SHIFTS, dtype=object), dims="shift"), "test condition", "1")}
