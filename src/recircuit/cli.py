@@ -35,6 +35,11 @@ def _spec(args: argparse.Namespace, extra: Sequence[str] = ()) -> CircuitSpec:
     return load_spec(args.spec, [*args.set, *extra])
 
 
+def _device_override(args: argparse.Namespace) -> list[str]:
+    """--device as a spec override (none when not given)."""
+    return [f"training.device={args.device}"] if args.device else []
+
+
 def _circuit_name(args: argparse.Namespace) -> str:
     return args.circuit or Path(args.spec).stem
 
@@ -58,9 +63,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from recircuit.learning.train import train
 
     extra = [f"training.seed={args.seed}"] if args.seed is not None else []
-    if args.device:
-        extra.append(f"training.device={args.device}")
-    spec = _spec(args, extra)
+    spec = _spec(args, [*extra, *_device_override(args)])
     train(spec, args.out, circuit=_circuit_name(args), variant=args.variant, log=_log)
     return 0
 
@@ -72,8 +75,7 @@ def cmd_train_ensemble(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {args.out!r} must contain {{seed}}, e.g. results/<circuit>/<variant>/seed{{seed}}")
     if len(set(args.seeds)) != len(args.seeds):
         raise UsageError(f"--seeds lists a seed twice: {' '.join(map(str, args.seeds))}")
-    extra = [f"training.device={args.device}"] if args.device else []
-    specs = [_spec(args, [*extra, f"training.seed={seed}"]) for seed in args.seeds]
+    specs = [_spec(args, [*_device_override(args), f"training.seed={seed}"]) for seed in args.seeds]
     if any(spec.training.on_divergence == "stop" for spec in specs):
         raise UsageError(
             "train-ensemble records diverged members (their weights frozen before the first non-finite step); "
@@ -166,6 +168,14 @@ def cmd_report_times(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------ parser
+def _add_run_labels(p: argparse.ArgumentParser) -> None:
+    """--variant, --circuit, --device and --set: what `train` and `train-ensemble` share."""
+    p.add_argument("--variant", default="default", help="variant label stored with the results")
+    p.add_argument("--circuit", help="circuit label (default: the spec file name)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="sets training.device")
+    add_set_argument(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recircuit", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -179,10 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="circuit spec YAML file")
     p.add_argument("--out", required=True, type=Path, help="run folder, e.g. results/<circuit>/<variant>/seed0")
     p.add_argument("--seed", type=int, help="sets training.seed")
-    p.add_argument("--variant", default="default", help="variant label stored with the results")
-    p.add_argument("--circuit", help="circuit label (default: the spec file name)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="sets training.device")
-    add_set_argument(p)
+    _add_run_labels(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -192,10 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="circuit spec YAML file")
     p.add_argument("--seeds", type=int, nargs="+", required=True, help="training seeds, one ensemble member each")
     p.add_argument("--out", required=True, help="run folder pattern with {seed}, e.g. results/pi/noisy/seed{seed}")
-    p.add_argument("--variant", default="default", help="variant label stored with the results")
-    p.add_argument("--circuit", help="circuit label (default: the spec file name)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="sets training.device")
-    add_set_argument(p)
+    _add_run_labels(p)
     p.set_defaults(func=cmd_train_ensemble)
 
     p = sub.add_parser("evaluate", help="held-out waking trajectories of trained circuits -> waking.nc")
