@@ -21,4 +21,4 @@ rule all:
     default_target: True
     input:
         summaries=summary_files(),
-        figures=figure_dir(),
+        figures=figure_dirs(),

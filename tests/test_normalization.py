@@ -102,3 +102,63 @@ def test_homeostatic_loss_is_zero_at_init_up_to_eps():
     pop, weights, x = make_population("divisive")
     _, local = pop(x @ weights.T, x)
     assert float(local.detach()) < 1e-6
+
+
+@pytest.mark.parametrize("kind,error_mode", [("subtractive", "none"), ("divisive", "full"), ("divisive", "fa_center")])
+def test_run_with_normalization_equals_the_step_by_step_reference(kind, error_mode):
+    """EICircuit's run (per-run constants, inhibition without a graph, one batched homeostatic loss) gives the
+    rates, homeostatic loss and every gradient of a loop calling the one-step `InhibitoryNormalization.forward`."""
+    from recircuit.circuit.io import build_circuit
+    from recircuit.circuit.network import split_circuit_step
+    from recircuit.spec import load_spec
+
+    spec = load_spec("circuits/path_integration.yaml", {
+        "network.n_exc": 30, "network.n_inh": 10, "task.place_cells.n_cells": 32, "network.noise.input_sd": 0.05,
+        "network.normalization.kind": kind, "network.normalization.errors": error_mode,
+    })
+    model, task = build_circuit(spec)
+    model.double()
+    with torch.no_grad():  # move the interneurons off their initial (homeostatic-loss-free) point
+        model.normalization.ix_raw.mul_(1.2)
+        if kind == "divisive":
+            model.normalization.bei.fill_(1.0 / 30)  # B_EI = 1/n_E in float64 (the buffer was made in float32)
+    g = torch.Generator().manual_seed(3)
+    trials = task.sample(6, 12, g)
+    noise = model.draw_noise(6, 12, g)
+    noise = type(noise)(noise.recurrent.double(), noise.input.double())
+    inputs, code = trials.inputs.double(), trials.initial_code.double()
+
+    def gradients():
+        return [p.grad.clone() if p.grad is not None else None for p in model.parameters()]
+
+    outputs, rates = model(inputs, code, noise)
+    model.zero_grad()
+    ((outputs**2).mean() + model.homeostatic_loss).backward()
+    fast = (rates.detach(), model.homeostatic_loss.detach(), gradients())
+
+    model.zero_grad()
+    fed = inputs + noise.input
+    drive = fed @ model.input_weight().T + model.bias
+    recurrent_t = model.recurrent_weight().T
+    h, history, local = model.initial_rates(code), [], 0.0
+    for t in range(12):
+        activity = torch.cat([h, fed[:, t], torch.ones_like(fed[:, t, :1])], dim=1)
+
+        def normalize(current, activity=activity):
+            nonlocal local
+            z, step_local = model.normalization(current[:, : model.n_exc], activity)
+            local = local + step_local
+            return torch.cat([z, current[:, model.n_exc :]], dim=1)
+
+        h = split_circuit_step(h, h, drive[:, t], recurrent_t, model.alpha, model.phi, noise.recurrent[t],
+                               model.noise_on_drive, normalize)
+        history.append(h)
+    reference_rates = torch.stack(history, 1)
+    homeostatic = local / 12
+    ((model.readout(reference_rates) ** 2).mean() + homeostatic).backward()
+    torch.testing.assert_close(fast[0], reference_rates.detach(), rtol=0, atol=1e-12)
+    torch.testing.assert_close(fast[1], homeostatic.detach(), rtol=1e-10, atol=1e-14)
+    for (name, _), a, b in zip(model.named_parameters(), fast[2], gradients()):
+        assert (a is None) == (b is None), name
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12, msg=name)

@@ -121,7 +121,8 @@ def test_tiny_run_writes_labelled_finite_datasets(tiny_run):
     spiking = xr.open_dataset(results / "summary/spiking.nc", engine="h5netcdf")
     ratio = spiking["error_ratio"].sel(circuit="head_direction", variant="noisy", seed=0)
     assert np.isfinite(ratio).all() and float(ratio.max()) > 0
-    for name in ("training_curves", "decoded_trajectories", "error_over_time", "reactivation_path_integration_kl"):
+    for name in ("training/training_curves", "training/decoded_trajectories", "training/error_over_time",
+                 "reactivation/reactivation_path_integration_kl", "spiking/spiking_agreement"):
         for ext in ("png", "pdf"):
             assert (results / "figures" / f"{name}.{ext}").stat().st_size > 1000
 
@@ -212,4 +213,4 @@ def test_cluster_executor_runs_the_workflow(tmp_path):
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert (work / "results/summary/waking.nc").exists()
-    assert (work / "results/figures/training_curves.png").exists()
+    assert (work / "results/figures/training/training_curves.png").exists()

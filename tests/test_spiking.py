@@ -1,6 +1,6 @@
-"""The spiking twin: conversion (weights, Dale, refusals, tanh rewrite), f-I calibration, the Brian2 network
-(weights read back, build once / run many, seeds, a 2-neuron direction check), the readout filter, and a tiny
-end-to-end `recircuit spike` run on the numpy target with its figures."""
+"""The spiking twin: conversion (weights, Dale, refusals, tanh rewrite, subtractive normalization interneurons), f-I
+calibration, the Brian2 network (weights read back, build once / run many, seeds, a 2-neuron direction check), the
+readout filter, and tiny end-to-end `recircuit spike` runs on the numpy target with their figures."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ import xarray as xr
 from conftest import CIRCUITS_DIR
 
 from recircuit.circuit import Noise, build_circuit
+from recircuit.spec import SpecError
 from recircuit.spiking.convert import (
     ConversionRefused,
+    RateTrajectories,
     calibrate_lif,
     check_convertible,
     rate_circuit_from_model,
@@ -63,12 +65,149 @@ def test_non_saturating_activations_are_refused(make_spec, activation):
 
 
 def test_unknown_mechanisms_are_refused_not_dropped(make_spec):
-    spec = make_spec("path_integration", {"network.normalization.kind": "subtractive"})
-    with pytest.raises(ConversionRefused, match=r"network.normalization"):
-        check_convertible(spec, ["recurrent_raw"])
     with pytest.raises(ConversionRefused, match=r"model parameter 'gate_raw'"):
         check_convertible(make_spec(), ["recurrent_raw", "gate_raw"])
     check_convertible(make_spec(), build_circuit(make_spec())[0].state_dict().keys())  # the plain circuit converts
+    # divisive normalization: refused by name, with the reason and what converts instead
+    divisive, _ = build_circuit(make_spec("path_integration", {"network.normalization.kind": "divisive"}))
+    with pytest.raises(ConversionRefused, match=r"network.normalization.kind = 'divisive'") as refused:
+        rate_circuit_from_model(divisive)
+    assert "cannot divide" in str(refused.value) and "'subtractive'" in str(refused.value)
+    # subtractive converts (error normalization and the homeostatic loss only act in training) ...
+    overrides = {"network.normalization.kind": "subtractive", "network.normalization.errors": "full"}
+    subtractive, _ = build_circuit(make_spec("path_integration", overrides))
+    keys = list(subtractive.state_dict().keys())
+    assert {"normalization.ix_raw", "normalization.ei_raw"} <= set(keys)
+    check_convertible(subtractive.spec, keys)
+    # ... but a divisive pathway's parameters on it are not dropped silently
+    with pytest.raises(ConversionRefused, match=r"model parameter 'normalization.bix'"):
+        check_convertible(subtractive.spec, [*keys, "normalization.bix"])
+    with pytest.raises(ValueError, match="needs rate trajectories"):
+        rate_circuit_from_model(subtractive)  # the interneurons' operating range comes from trajectories
+
+
+def normalized_circuit(make_spec, kind="head_direction", overrides=None, seed=1):
+    """A subtractive-normalization model whose interneurons differ (W_IX rows perturbed: at initialisation they are
+    all the mean E row), with a nonzero bias; and its noise-free rate trajectories on 4 trials of 30 steps."""
+    spec = make_spec(kind, {"network.normalization.kind": "subtractive", "network.normalization.n_interneurons": 3,
+                            **(overrides or {})})  # fmt: skip
+    model, task = build_circuit(spec)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        norm = model.normalization
+        norm.ix_raw.mul_(1.0 + 0.5 * torch.randn(norm.ix_raw.shape, generator=g))
+        model.bias.normal_(0.0, 0.5, generator=g)
+        trials = task.sample(4, 30, torch.Generator().manual_seed(0))
+        outputs, rates = model(trials.inputs, trials.initial_code, Noise(None, None))
+        h0 = model.initial_rates(trials.initial_code)
+    trajectories = RateTrajectories(rates.double().numpy(), trials.inputs.double().numpy(), h0.double().numpy())
+    return model, trajectories, outputs.double().numpy()
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
+def test_subtractive_interneurons_reproduce_the_model_up_to_the_sigmoid_linearisation(make_spec, activation):
+    """The rate equivalent with instantaneous sigmoid interneurons (current c (W_IX x - m) in [-Y, Y]) reproduces the
+    trained model's rates; its error is the sigmoid's curvature, so it shrinks as Y^2 (exact algebra otherwise)."""
+    model, trajectories, outputs = normalized_circuit(make_spec, overrides={"network.activation": activation})
+    h = trajectories.rates
+    reference = (1 + h) / 2 if activation == "tanh" else h
+    errors = {}
+    for y_range in (1.0, 0.25, 0.05):
+        circuit = rate_circuit_from_model(model, trajectories=trajectories, normalization_current=y_range)
+        n, k = circuit.n_model, circuit.n_norm
+        assert (n, k, circuit.n_units) == (model.n_units, 3, model.n_units + 3)
+        s = simulate_rate_circuit(circuit, trajectories.inputs, trajectories.initial_rates)
+        assert s.shape == (*h.shape[:2], n + k)
+        errors[y_range] = np.abs(s[..., :n] - reference).max()
+        # the readout ignores the interneurons; the outputs follow the model's
+        assert not circuit.output[:, n:].any()
+        np.testing.assert_allclose(s @ circuit.output.T + circuit.output_bias, outputs, atol=2 * errors[y_range] + 1e-4)
+        # the interneurons' currents span about [-Y, Y] on the trajectories that set their range
+        currents = circuit.presynaptic(s[..., :n], trajectories.inputs) @ circuit.recurrent[n:].T
+        currents = currents + trajectories.inputs @ circuit.input[n:].T + circuit.bias[n:]
+        assert np.abs(currents).max() < 1.5 * y_range
+        # the interneuron rates along the model's own trajectories are those the simulation used (up to its error)
+        along_model = circuit.unit_rates(h, trajectories.inputs, trajectories.initial_rates)
+        assert along_model.shape == s.shape
+        np.testing.assert_allclose(along_model[..., n:], s[..., n:], atol=2 * errors[y_range] + 1e-5)
+        np.testing.assert_allclose(along_model[..., :n], reference, atol=0)
+        start = circuit.start_rates(trajectories.initial_rates)
+        assert start.shape == (h.shape[0], n + k) and np.all((start[:, n:] > 0) & (start[:, n:] < 1))
+    # Linearisation: sigmoid(y) = 1/2 + y/4 - y^3/48 + ..., relative error ~ y^2/12 <= 8 % at Y = 1 (measured here:
+    # 1.0e-2 sigmoid, 4.2e-2 tanh, whose sigmoid-space current is twice the tanh one)
+    assert errors[1.0] < 0.06, errors
+    assert errors[0.25] < errors[1.0] / 8, errors  # ~Y^2 (16x); a wrong constant term would not shrink
+    assert errors[0.05] < 1e-3, errors
+    assert errors[1.0] > 1e-4  # the interneurons do act (the test would not see a dropped pathway otherwise)
+
+
+def test_interneurons_are_inhibitory_and_reach_only_e_units(make_spec):
+    """Dale: interneuron columns <= 0, zero on I rows and on interneuron rows; interneuron rows keep the presynaptic
+    signs (E columns >= 0, I columns <= 0); a positive interneuron weight is refused."""
+    import dataclasses
+
+    model, trajectories, _ = normalized_circuit(make_spec)
+    circuit = rate_circuit_from_model(model, trajectories=trajectories)
+    n, n_exc = circuit.n_model, circuit.n_exc
+    norm_columns = circuit.recurrent[:, n:]
+    assert (norm_columns <= 0).all() and (norm_columns[:n_exc] < 0).any()
+    assert not norm_columns[n_exc:].any()  # not onto I units, not onto other interneurons
+    assert (circuit.recurrent[:, :n_exc] >= 0).all() and (circuit.recurrent[:, n_exc:n] <= 0).all()
+    assert (circuit.recurrent[n:, :n_exc] > 0).any() and (circuit.recurrent[n:, n_exc:n] < 0).any()
+    np.testing.assert_array_equal(circuit.synaptic_tau_s[n:], 0.01)  # normalization_tau_s default
+    with pytest.raises(SpecError, match=r"normalization_tau_ms \(1.5\) must exceed tau_rise_ms"):
+        make_spec("head_direction", {"spiking.normalization_tau_ms": 1.5})
+    np.testing.assert_array_equal(circuit.synaptic_tau_s[:n], model.spec.network.tau_ms / 1000.0)
+    bad = circuit.recurrent.copy()
+    bad[0, n] = 0.1
+    with pytest.raises(ConversionRefused, match="normalization interneuron weights"):
+        dataclasses.replace(circuit, recurrent=bad).check_dale()
+    bad = circuit.recurrent.copy()
+    bad[n_exc, n] = -0.1  # onto an I unit
+    with pytest.raises(ConversionRefused, match="reach only E units"):
+        dataclasses.replace(circuit, recurrent=bad).check_dale()
+    # without Dale's law the interneuron columns stay inhibitory and E-only; their inputs are free
+    free, free_trajectories, _ = normalized_circuit(make_spec, overrides={"network.dale": False})
+    free_circuit = rate_circuit_from_model(free, trajectories=free_trajectories)
+    assert (free_circuit.recurrent[:, free_circuit.n_model :] <= 0).all()
+
+
+def test_normalized_twin_weights_read_back_and_noise_spares_interneurons_numpy_target(make_spec):
+    """Brian2 holds lambda x the circuit's whole matrix (interneurons included); the twin's interneurons fire;
+    quiescent rate noise is on model units only, read by the interneurons under state placement."""
+    from recircuit.spiking.simulate import initial_state, rate_noise_states, task_runs
+
+    model, trajectories, _ = normalized_circuit(
+        make_spec, overrides={"network.n_exc": 8, "network.n_inh": 4, "network.noise.recurrent_sd": 0.2}
+    )
+    circuit = rate_circuit_from_model(model, trajectories=trajectories)
+    n, k = circuit.n_model, circuit.n_norm
+    cal = calibrate_lif(1 / 100, (-6.0, 6.0), 5.0, CONSTANTS.threshold_gap_mV, CONSTANTS.tau_m_ms, 1.0)
+    steps = 10
+    runs, _ = task_runs(circuit, cal, trajectories.inputs[:1, :steps], trajectories.initial_rates[:1], [3], CONSTANTS)
+    s0 = circuit.start_rates(trajectories.initial_rates[:1])[0]
+    brian, (r0, _) = initial_state(circuit, cal, s0, CONSTANTS, 3)
+    np.testing.assert_allclose(brian["I_rec"], circuit.recurrent @ s0)
+    np.testing.assert_allclose(r0[n:] * cal.lambda_s, s0[n:])
+    with SpikingNetwork(NetworkShape(n + k, steps, 0.02, 0.1), target="numpy") as net:
+        out = net.run(runs[0])
+        read_back = net.synapse_matrix_s()
+    np.testing.assert_allclose(read_back, cal.lambda_s * circuit.recurrent, rtol=1e-12, atol=0)
+    assert (read_back[:, n:] <= 0).all() and not read_back[model.n_exc :, n:].any()
+    assert np.isin(np.arange(n, n + k), out.spike_unit).all()  # every interneuron fires
+    drive, state, sd = rate_noise_states(model, circuit, 3, 20, seed=0)
+    assert sd > 0 and state[..., :n].any() and not state[..., n:].any()
+    np.testing.assert_allclose(drive[:, 1:], state[:, :-1] @ circuit.recurrent.T, atol=1e-12)
+    assert drive[:, 1:, n:].any()  # the interneurons read the noisy h
+    drive_placed, drive_trajectories, _ = normalized_circuit(
+        make_spec,
+        overrides={"network.n_exc": 8, "network.n_inh": 4, "network.noise.recurrent_sd": 0.2,
+                   "network.noise.placement": "drive"},
+    )  # fmt: skip
+    drive, state, _ = rate_noise_states(
+        drive_placed, rate_circuit_from_model(drive_placed, trajectories=drive_trajectories), 3, 20, seed=0
+    )
+    assert drive[..., :n].any() and not drive[..., n:].any() and not state.any()
 
 
 def test_tanh_circuit_is_rewritten_exactly_as_sigmoid(make_spec):
@@ -376,6 +515,54 @@ def test_spike_command_writes_spiking_nc_and_figures(make_spec, tmp_path, tiny_s
     assert "network.activation is 'relu'" in capsys.readouterr().err
     assert not (relu / "spiking.nc").exists()
     assert main(["spike", str(run), "--set", "network.tau_ms=5"]) == 2
+
+
+def test_spike_command_converts_subtractive_normalization(tmp_path, tiny_set_args):
+    """A tiny trained subtractive circuit: spiking.nc holds n + n_I neurons, the interneurons labelled I_norm, with
+    their scales; they fire, and the raster colours them."""
+    from recircuit.cli import main
+    from recircuit.results import check_labelled
+    from recircuit.spiking.figures import NORM_COLOUR, _population_colour, make_spiking_figures
+
+    run = tmp_path / "run"
+    spec_file = str(CIRCUITS_DIR / "head_direction.yaml")
+    train = tiny_set_args("head_direction", {"network.normalization.kind": "subtractive", "training.steps": 10})
+    assert main(["train", spec_file, "--out", str(run), "--set", *train]) == 0
+    settings = [
+        "spiking.target=numpy",
+        "spiking.copies=2",  # the numpy target simulates idle copies too
+        "spiking.dt_ms=0.5",
+        "spiking.n_trials=2",
+        "spiking.n_search_trials=1",
+        "spiking.max_rate_grid_hz=[100]",
+        "spiking.n_quiescent_trials=1",
+        "spiking.quiescent_steps=20",
+        "spiking.quiescent_noise=membrane+rate",
+        "spiking.fi_check_s=0.2",
+        "reactivation.burn_in_steps=5",
+        "reactivation.kl_samples=100",
+    ]
+    assert main(["spike", str(run), "--set", *settings]) == 0
+    ds = xr.open_dataset(run / "spiking.nc", engine="h5netcdf").load()
+    check_labelled(ds)
+    one = ds.isel(circuit=0, variant=0, seed=0)
+    n, k = 32, 2  # 24 E + 8 I model units; n_interneurons = n_exc // 10
+    assert one.sizes["unit"] == n + k and int(one["n_norm_interneurons"]) == k
+    population = one["population"].values.astype(str)
+    assert population.tolist() == ["E"] * 24 + ["I"] * 8 + ["I_norm"] * k
+    assert np.isnan(one["norm_scale"].values[:n]).all() and (one["norm_scale"].values[n:] > 0).all()
+    assert np.isfinite(one["norm_midpoint"].values[n:]).all() and float(one["norm_current_range"]) == 1.0
+    np.testing.assert_allclose(one["tau_synapse"].values[n:], 10.0)  # spiking.normalization_tau_ms
+    assert (one["spike_count"].isel(unit=slice(n, None)).sum(("trial", "time")) > 0).all()
+    assert np.isfinite(one["mean_rate_norm"].values).all() and (one["mean_rate_norm"].values > 0).all()
+    assert np.isfinite(one["error_ratio"].values).all() and np.isfinite(float(one["kl_offline"]))
+    assert one["rate_activity"].sizes["unit"] == n + k and np.isfinite(one["unit_correlation"].values[:, n:]).all()
+    summary = tmp_path / "summary"
+    summary.mkdir()
+    (summary / "spiking.nc").write_bytes((run / "spiking.nc").read_bytes())
+    paths = make_spiking_figures(summary, tmp_path / "figures")
+    assert any(p.name.startswith("spiking_raster_") for p in paths)
+    assert _population_colour(one, np.array([0, n])) == [_population_colour(one, np.array([0]))[0], NORM_COLOUR]
 
 
 def test_rate_matched_quiescent_noise_follows_the_rate_model(make_spec):

@@ -28,8 +28,22 @@ def summary_files():
     return [f"{RESULTS}/summary/{name}.nc" for name in summary_names()]
 
 
-def figure_dir():
-    return f"{RESULTS}/figures"
+# figure group (recircuit figures --only) -> the summaries it draws from; one job per group, so each is drawn as
+# soon as its summaries exist, in parallel with the rest of the sweep
+FIGURE_NEEDS = {
+    "training": ["training", "waking"],
+    "normalization": ["normalization"],
+    "curvature": ["curvature"],
+    "reactivation": ["reactivation"],
+    "spiking": ["spiking"],
+}
+
+
+def figure_dirs():
+    names = set(summary_names())
+    return [
+        f"{RESULTS}/figures/{group}" for group, needs in FIGURE_NEEDS.items() if set(needs) <= names
+    ]
 
 
 rule collect:
@@ -70,19 +84,21 @@ rule curvature_comparison:
 
 rule figures:
     input:
-        summary_files(),
+        lambda w: [f"{RESULTS}/summary/{name}.nc" for name in FIGURE_NEEDS[w.group]],
     output:
-        directory(figure_dir()),
+        directory(f"{RESULTS}/figures/{{group}}"),
     log:
-        f"{RESULTS}/logs/figures.log",
+        f"{RESULTS}/logs/figures/{{group}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/figures.tsv"
+        f"{RESULTS}/benchmarks/figures/{{group}}.tsv"
+    wildcard_constraints:
+        group="|".join(FIGURE_NEEDS),
     params:
         summary=f"{RESULTS}/summary",
-        out=f"{RESULTS}/figures",
     threads: 1
     resources:
         mem_mb=8000,
         runtime=30,
     shell:
-        THREADS_ENV + " recircuit figures --summary {params.summary} --out {params.out} > {log} 2>&1"
+        THREADS_ENV + " recircuit figures --summary {params.summary} --only {wildcards.group} --out {output}"
+        " > {log} 2>&1"

@@ -298,29 +298,34 @@ class EICircuit(nn.Module):
     def _run_general(self, inputs, drive, recurrent_t, rates, step_noise, rule) -> torch.Tensor:
         """The time loop with a credit-assignment rule's detaches and/or inhibitory normalization of the excitatory
         current at every step; sets ``self.homeostatic_loss`` to the local loss averaged over time steps (it trains
-        only the normalizing interneurons)."""
+        only the normalizing interneurons; computed once over all steps after the loop)."""
         normalization, n_exc = self.normalization, self.n_exc
-        ones = torch.ones(inputs.shape[0], 1, device=inputs.device, dtype=inputs.dtype)
-        local_total, history = torch.zeros((), device=drive.device), []
-        for step, (drive_t, input_t, noise_t) in enumerate(zip(drive.unbind(1), inputs.unbind(1), step_noise)):
+        prepared = normalization.prepare(inputs) if normalization is not None else None
+        history, drives_exc, presynaptic_rates = [], [], []
+        for step, (drive_t, noise_t) in enumerate(zip(drive.unbind(1), step_noise)):
             if rule is not None and rule.cut_before(step):
                 rates = rates.detach()
             presynaptic = rates.detach() if rule is not None and rule.detach_presynaptic else rates
             normalize = None
             if normalization is not None:
-                activity = torch.cat([rates, input_t, ones], dim=1)  # what the fast interneurons read: [h; u; 1]
+                presynaptic_rates.append(rates.detach())  # what the fast interneurons read: [h_{t-1}; u_t; 1]
 
-                def normalize(current, activity=activity):
-                    nonlocal local_total
-                    z, local = normalization(current[:, :n_exc], activity)
-                    local_total = local_total + local
+                def normalize(current, rates=rates, step=step):
+                    drives_exc.append(current[:, :n_exc].detach())
+                    z = normalization.normalize_step(current[:, :n_exc], rates, prepared, step)
                     return torch.cat([z, current[:, n_exc:]], dim=1)
 
             rates = split_circuit_step(
                 rates, presynaptic, drive_t, recurrent_t, self.alpha, self.phi, noise_t, self.noise_on_drive, normalize
             )
             history.append(rates)
-        self.homeostatic_loss = local_total / len(history)
+        if normalization is not None:
+            x = torch.cat(
+                [torch.stack(presynaptic_rates, 1), inputs, torch.ones_like(inputs[..., :1])], dim=-1
+            )
+            self.homeostatic_loss = normalization.homeostatic_loss(torch.stack(drives_exc, 1), x)
+        else:
+            self.homeostatic_loss = torch.zeros((), device=drive.device)
         return torch.stack(history, 1)
 
     def readout(

@@ -16,6 +16,8 @@ divisive pathway has no Dale-compliant (and no spiking) counterpart, as in the r
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -30,9 +32,9 @@ def center_errors(grad: torch.Tensor) -> torch.Tensor:
 
 def layer_norm_vjp(grad: torch.Tensor, z: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     """The LayerNorm Jacobian (no affine, over the last dim) at input z, applied to grad."""
-    mean = z.mean(-1, keepdim=True)
-    inv_sd = torch.rsqrt(z.var(-1, unbiased=False, keepdim=True) + eps)
-    normalized = (z - mean) * inv_sd
+    centred = z - z.mean(-1, keepdim=True)
+    inv_sd = torch.rsqrt(centred.pow(2).mean(-1, keepdim=True) + eps)  # (torch.var is slower on small rows)
+    normalized = centred * inv_sd
     return inv_sd * (grad - grad.mean(-1, keepdim=True) - normalized * (grad * normalized).mean(-1, keepdim=True))
 
 
@@ -131,7 +133,10 @@ class InhibitoryNormalization(nn.Module):
     def forward(
         self, drive: torch.Tensor, presynaptic: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(normalized E drive z, local homeostatic loss) for E drive a (batch, n_E), presynaptic x (batch, n_pre)."""
+        """(normalized E drive z, local homeostatic loss) for E drive a (batch, n_E), presynaptic x (batch, n_pre).
+
+        One step on its own, with the matrices as written in the module docstring; a whole run uses `prepare`,
+        `normalize_step` and `homeostatic_loss`, which give the same values."""
         x = presynaptic.detach()
         inhibition = (x @ self.ix().T) @ self.ei().T
         if self.kind == "divisive":
@@ -141,8 +146,64 @@ class InhibitoryNormalization(nn.Module):
         z = (drive - inhibition.detach()) / sigma.detach()
         z = normalize_errors(z, self.error_mode, self.fa_weights)
         local = (drive.detach() - inhibition) / sigma
+        return z, self.homeostatic_weight * self._moments(local).mean()
+
+    def _moments(self, local: torch.Tensor) -> torch.Tensor:
+        """The homeostatic penalty per sample: mean_E^2 (+ (var_E - 1)^2 when divisive)."""
+        mean = local.mean(-1, keepdim=True)
+        moments = mean.squeeze(-1) ** 2
         if self.kind == "divisive":
-            moments = local.mean(-1) ** 2 + (local.var(-1, unbiased=False) - 1.0) ** 2
-        else:
-            moments = local.mean(-1) ** 2
-        return z, self.homeostatic_weight * moments.mean()
+            moments = moments + ((local - mean).pow(2).mean(-1) - 1.0) ** 2
+        return moments
+
+    # ------------------------------------------------------------------------------------- a whole run, fast
+    @torch.no_grad()
+    def prepare(self, inputs: torch.Tensor) -> PreparedNormalization:
+        """What every step of a run shares: the weights on h, and the input + bias parts of the interneurons'
+        input for all steps at once, for inputs (..., time, n_inputs) (presynaptic x = [h; u; 1])."""
+        ix, n_units = self.ix(), self.presynaptic_sign.shape[0] - inputs.shape[-1] - 1
+        fixed = inputs @ ix[:, n_units:-1].T + ix[:, -1]
+        bix_h = projection_fixed = None
+        if self.kind == "divisive":
+            bix_h = self.bix[:, :n_units].mT.contiguous()
+            projection_fixed = inputs @ self.bix[:, n_units:-1].T + self.bix[:, -1]
+        return PreparedNormalization(ix[:, :n_units].mT.contiguous(), fixed, self.ei().mT.contiguous(), bix_h,
+                                     projection_fixed)
+
+    def normalize_step(
+        self, drive: torch.Tensor, rates: torch.Tensor, prepared: PreparedNormalization, step: int
+    ) -> torch.Tensor:
+        """z for E drive a (batch, n_E) and the rates h_{t-1} of step ``step``; the inhibition acts as a constant
+        (stop-gradient), so only the drive carries the task gradient."""
+        with torch.no_grad():
+            inhibition, sigma = prepared.inhibition(rates.detach(), step)
+        z = (drive - inhibition) / sigma if sigma is not None else drive - inhibition
+        return normalize_errors(z, self.error_mode, self.fa_weights)
+
+    def homeostatic_loss(self, drive: torch.Tensor, presynaptic: torch.Tensor) -> torch.Tensor:
+        """The local loss averaged over samples and steps, for E drives (..., n_E) and presynaptic x (..., n_pre)
+        of every step at once (as one product per matrix; the gradient reaches only the inhibitory weights)."""
+        x = presynaptic.detach()
+        local = drive.detach() - (x @ self.ix().T) @ self.ei().T
+        if self.kind == "divisive":
+            local = local / torch.sqrt((x @ self.bix.T).pow(2).mean(-1, keepdim=True) + EPS)  # B_EI = 1/n_E
+        return self.homeostatic_weight * self._moments(local).mean()
+
+
+@dataclass(frozen=True)
+class PreparedNormalization:
+    """Per-run constants of `InhibitoryNormalization` (no gradient), pre-transposed for ``rates @ W``."""
+
+    ix_h_t: torch.Tensor  # (units, n_I): W_IX on h
+    fixed: torch.Tensor  # (..., time, n_I): W_IX on [u; 1] for every step
+    ei_t: torch.Tensor  # (n_I, n_E)
+    bix_h_t: torch.Tensor | None  # (units, n_E): B_IX on h (divisive)
+    projection_fixed: torch.Tensor | None  # (..., time, n_E): B_IX on [u; 1] (divisive)
+
+    def inhibition(self, rates: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(subtracted inhibition W_EI W_IX x, divisor sigma or None) at ``step`` for rates h_{t-1}."""
+        inhibition = (rates @ self.ix_h_t + self.fixed[..., step, :]) @ self.ei_t
+        if self.bix_h_t is None:
+            return inhibition, None
+        projection = rates @ self.bix_h_t + self.projection_fixed[..., step, :]
+        return inhibition, torch.sqrt(projection.pow(2).mean(-1, keepdim=True) + EPS)  # B_EI = 1/n_E

@@ -60,6 +60,18 @@ class SpikingSpec(StrictModel):
         "over one step equals the rate model's Euler leak",
     )
     tau_rise_ms: PositiveFloat = Field(2.0, description="synaptic rise time of the double-exponential kernel, ms")
+    normalization_tau_ms: PositiveFloat = Field(
+        10.0,
+        description="synaptic decay of the normalization interneurons (subtractive network.normalization), ms: short, "
+        "as they are fast and stateless in the rate model; must exceed tau_rise_ms",
+    )
+    normalization_current: PositiveFloat = Field(
+        1.0,
+        le=4.0,
+        description="half-range Y of a normalization interneuron's sigmoid current: its activity between the 1st "
+        "and 99th percentiles on the search trials maps linearly onto [-Y, Y]; larger Y modulates its firing more "
+        "(0.27-0.73 of the max rate at Y = 1) but adds more linearisation error (relative about Y^2/12)",
+    )
     min_refractory_ms: PositiveFloat = Field(1.0, description="lower bound of the fitted refractory period, ms")
 
     @model_validator(mode="after")
@@ -68,6 +80,11 @@ class SpikingSpec(StrictModel):
         if not 0.0 <= low < high <= 100.0:
             raise ValueError(
                 f"calibration_percentiles {self.calibration_percentiles} must satisfy 0 <= low < high <= 100"
+            )
+        if self.normalization_tau_ms <= self.tau_rise_ms:
+            raise ValueError(
+                f"normalization_tau_ms ({self.normalization_tau_ms}) must exceed tau_rise_ms ({self.tau_rise_ms}): "
+                "the synaptic kernel's decay must be slower than its rise"
             )
         if self.min_refractory_ms < self.dt_ms:
             raise ValueError(f"min_refractory_ms ({self.min_refractory_ms}) must be >= dt_ms ({self.dt_ms})")

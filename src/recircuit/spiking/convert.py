@@ -11,15 +11,32 @@ kernel whose decay constant is the rate unit's tau, so the spiking current is W_
   diffusion-approximation (Siegert) rate of a LIF neuron with white membrane noise, then checked by simulation.
 
 Refused, never silently dropped: relu/softplus (rates that do not saturate: the LIF map failed for every relu net and
-half of the softplus nets in Kim 2019 Fig. 7), and any parameter or spec field the converter does not know
-(a mechanism without a spiking counterpart). tanh circuits are rewritten exactly as sigmoid circuits first (§1.3 of
-the spiking note): with s = (1 + h) / 2, W' = 4 W, b' = 2 b - 2 W 1, W_in' = 2 W_in, W_out' = 2 W_out,
-b_out' = b_out - W_out 1.
+half of the softplus nets in Kim 2019 Fig. 7), divisive normalization (see below), and any parameter or spec field
+the converter does not know (a mechanism without a spiking counterpart). tanh circuits are rewritten exactly as
+sigmoid circuits first (§1.3 of the spiking note): with s = (1 + h) / 2, W' = 4 W, b' = 2 b - 2 W 1, W_in' = 2 W_in,
+W_out' = 2 W_out, b_out' = b_out - W_out 1.
+
+Inhibitory normalization (`recircuit.circuit.normalization`). ``subtractive``: the E units' current is
+z_E = a_E - W_EI i with i = W_IX [h_{t-1}; u_t; 1], from n_I fast, stateless, linear interneurons. They become n_I
+extra LIF neurons, appended after the n model units (indices 0..n-1 keep their meaning), that are inhibitory: their
+outgoing weights reach E units only and are <= 0. In sigmoid space (tanh: i = 2 W_IX,h s + W_IX,u u + (W_IX,1 -
+W_IX,h 1), and the E-row subtraction doubles, W_EI' = 2 W_EI) interneuron k is a sigmoid unit used in its near-linear
+range: current y_k = c_k (i_k - m_k), rate s_k = sigmoid(y_k) ~ 1/2 + y_k/4, so i_k ~ m_k - 2/c_k + (4/c_k) s_k and
+the E rows get -(4/c_k) W_EI'[:, k] s_k plus the constant W_EI'[:, k] (2/c_k - m_k) in their bias (exact where the
+sigmoid is linear). m_k is the midpoint of the interneuron's activity between its 1st and 99th percentiles on given
+rate trajectories, c_k = Y / half that range, Y = ``normalization_current`` (spiking.normalization_current): a larger
+Y modulates the interneuron's firing more (sigmoid 0.27..0.73 of the maximum rate at Y = 1, better against spike
+noise) but adds more linearisation error (sigmoid(y) - 1/2 - y/4 ~ -y^3/48, relative -y^2/12; the E current error
+scales as Y^2). In the rate equivalent the interneurons stay instantaneous (`RateCircuit.interneuron_rates`); their
+time constant in the twin is spiking.normalization_tau_ms (see `recircuit.spiking.simulate`).
+``divisive`` is refused: it divides the drive by sqrt(B_EI (B_IX x)^2), the SD of a signed projection (B_IX has
+both signs on every presynaptic unit, so it is not Dale's law), and a synapse adds current, it cannot divide the
+drive. Error normalization (``errors``) and the homeostatic loss act only in training and convert trivially.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import least_squares
@@ -27,9 +44,26 @@ from scipy.special import erfcx, expit
 
 # What the converter knows about the rate circuit; anything else is a mechanism without a spiking counterpart.
 KNOWN_PARAMETERS = frozenset(
-    {"recurrent_raw", "input_raw", "bias", "output_raw", "output_bias", "encoder", "encoder_bias"}
+    {
+        "recurrent_raw",
+        "input_raw",
+        "bias",
+        "output_raw",
+        "output_bias",
+        "encoder",
+        "encoder_bias",
+        "normalization.ix_raw",  # W_IX of subtractive normalization: the interneurons' input
+        "normalization.ei_raw",  # W_EI: the interneurons' output onto E units
+    }
 )
-KNOWN_BUFFERS = frozenset({"column_sign", "recurrent_mask"})
+KNOWN_BUFFERS = frozenset(
+    {
+        "column_sign",
+        "recurrent_mask",
+        "normalization.presynaptic_sign",  # Dale signs of W_IX's columns
+        "normalization.fa_weights",  # error normalization (training only)
+    }
+)
 KNOWN_NETWORK_FIELDS = frozenset(
     {
         "n_exc",
@@ -42,9 +76,21 @@ KNOWN_NETWORK_FIELDS = frozenset(
         "zero_self_connections",
         "initial_state",
         "noise",
+        "normalization",
     }
 )
 KNOWN_NOISE_FIELDS = frozenset({"recurrent_sd", "input_sd", "placement"})
+# errors (error normalization) and homeostatic_weight act only in training; kind is checked on its own
+KNOWN_NORMALIZATION_FIELDS = frozenset({"kind", "errors", "n_interneurons", "homeostatic_weight"})
+CONVERTIBLE_NORMALIZATION = ("none", "subtractive")
+NORMALIZATION_PERCENTILES = (1.0, 99.0)  # an interneuron's activity range, mapped onto currents [-Y, Y]
+DIVISIVE_REFUSAL = (
+    "network.normalization.kind = 'divisive' has no spiking counterpart: it divides the excitatory drive by "
+    "sqrt(B_EI (B_IX x)^2), the SD of a signed projection B_IX of the presynaptic activity (both signs on every "
+    "presynaptic unit, so not Dale's law), and a LIF synapse adds current, it cannot divide the drive. What converts: "
+    "network.normalization.kind = 'subtractive' (its interneurons become spiking inhibitory neurons) or 'none'. "
+    "Refusing rather than dropping the division silently."
+)
 
 _GAUSS_X, _GAUSS_W = np.polynomial.legendre.leggauss(160)
 
@@ -54,35 +100,97 @@ class ConversionRefused(ValueError):
 
 
 @dataclass(frozen=True)
+class RateTrajectories:
+    """Trajectories of the trained rate circuit in the model's own space (tanh or sigmoid), numpy."""
+
+    rates: np.ndarray  # (trial, time, units) h_t
+    inputs: np.ndarray  # (trial, time, n_inputs) u_t as fed to the circuit (input noise included)
+    initial_rates: np.ndarray  # (trial, units) h_0
+
+
+@dataclass(frozen=True)
 class RateCircuit:
-    """The effective weights of a trained rate circuit in float64, post x pre, with phi = sigmoid."""
+    """The effective weights of a trained rate circuit in float64, post x pre, with phi = sigmoid.
+
+    Units: the n model units (E then I), then ``n_norm`` normalization interneurons (subtractive normalization,
+    see the module docstring), which are instantaneous in this rate equivalent: at step t their rates
+    s_I = sigmoid(W[I, :n] s_{t-1} + W_in[I] u_t + b[I]) enter the model units' current of the same step.
+    """
 
     input: np.ndarray  # (units, n_inputs)
     recurrent: np.ndarray  # (units, units), post x pre
     bias: np.ndarray  # (units,)
-    output: np.ndarray  # (n_outputs, units)
+    output: np.ndarray  # (n_outputs, units); zero on interneurons
     output_bias: np.ndarray  # (n_outputs,)
-    tau_s: np.ndarray  # (units,) time constant of each unit, s (a = step_s / tau_s)
+    tau_s: np.ndarray  # (units,) time constant of each unit, s (a = step_s / tau_s); interneurons: their synaptic decay
     synaptic_tau_s: np.ndarray  # (units,) decay of the twin's synaptic kernel, s
     n_exc: int
     n_inh: int
     dale: bool
     step_s: float  # rate-model time step, s
     source_activation: str  # the trained activation ('sigmoid', or 'tanh' rewritten exactly as sigmoid)
+    n_norm: int = 0  # normalization interneurons: the last n_norm units
+    norm_scale: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (n_norm,) c_k of y_k = c_k (i_k - m_k)
+    norm_midpoint: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (n_norm,) m_k, model-space activity
+    norm_current: float = 0.0  # Y: the interneurons' activity range maps onto currents [-Y, Y] (0 without any)
 
     @property
     def n_units(self) -> int:
+        """All neurons of the twin: model units and normalization interneurons."""
         return self.recurrent.shape[0]
 
+    @property
+    def n_model(self) -> int:
+        """Units of the trained rate model (E then I); the interneurons follow them."""
+        return self.n_units - self.n_norm
+
     def initial_rates(self, tanh_rates: np.ndarray) -> np.ndarray:
-        """The model's initial rates h0 mapped into this sigmoid circuit (s0 = (1 + h0)/2 after a tanh rewrite)."""
+        """The model's rates h (..., n_model) mapped into this sigmoid circuit (s = (1 + h)/2 after a tanh rewrite)."""
         return (1.0 + tanh_rates) / 2.0 if self.source_activation == "tanh" else tanh_rates
 
+    def interneuron_rates(self, previous: np.ndarray, inputs: np.ndarray) -> np.ndarray:
+        """Rates (..., n_norm) of the instantaneous interneurons at a step whose model units start from sigmoid rates
+        ``previous`` (..., n_model) with input ``inputs`` (..., n_inputs); (..., 0) without interneurons."""
+        n = self.n_model
+        current = previous @ self.recurrent[n:, :n].T + inputs @ self.input[n:].T + self.bias[n:]
+        return expit(current)
+
+    def presynaptic(self, previous: np.ndarray, inputs: np.ndarray) -> np.ndarray:
+        """[s_{t-1}; s_I,t] (..., n_units): what every unit's current at step t reads (W[I, I] = 0)."""
+        return np.concatenate([previous, self.interneuron_rates(previous, inputs)], axis=-1)
+
+    def unit_rates(self, rates: np.ndarray, inputs: np.ndarray, initial_rates: np.ndarray) -> np.ndarray:
+        """All units' sigmoid rates (trial, time, n_units) along model-space rates (trial, time, n_model), inputs
+        (trial, time, n_inputs) and h0 (trial, n_model): interneuron rates at step t are those the model units'
+        current of step t reads (from s_{t-1} and u_t)."""
+        s = self.initial_rates(rates)
+        if not self.n_norm:
+            return s
+        previous = np.concatenate([self.initial_rates(initial_rates)[:, None], s[:, :-1]], axis=1)
+        return np.concatenate([s, self.interneuron_rates(previous, inputs)], axis=-1)
+
+    def start_rates(self, initial_rates: np.ndarray) -> np.ndarray:
+        """All units' sigmoid rates (..., n_units) at the start of a trial from model-space h0 (..., n_model): the
+        interneurons at h0 with zero input."""
+        s0 = self.initial_rates(initial_rates)
+        return self.presynaptic(s0, np.zeros(s0.shape[:-1] + (self.input.shape[1],)))
+
     def check_dale(self) -> None:
-        """Raise if a recurrent column has the wrong sign for its population."""
+        """Raise if a recurrent column has the wrong sign for its population.
+
+        Interneuron columns must be <= 0 and zero on every row but the E units' (with or without Dale's law, as
+        W_EI >= 0 in the rate model); under Dale's law E columns are >= 0 and I columns <= 0 on every row,
+        interneuron rows included (W_IX keeps the presynaptic signs)."""
+        n = self.n_model
+        if self.n_norm:
+            norm = self.recurrent[:, n:]
+            if (norm > 0).any() or norm[self.n_exc :].any():
+                raise ConversionRefused(
+                    "normalization interneuron weights must be <= 0 and reach only E units (W_EI >= 0 onto E rows)"
+                )
         if not self.dale:
             return
-        exc, inh = self.recurrent[:, : self.n_exc], self.recurrent[:, self.n_exc :]
+        exc, inh = self.recurrent[:, : self.n_exc], self.recurrent[:, self.n_exc : n]
         if (exc < 0).any() or (inh > 0).any():
             raise ConversionRefused("recurrent weights break Dale's law (E columns must be >= 0, I columns <= 0)")
 
@@ -99,7 +207,11 @@ def check_convertible(spec, state_keys) -> None:
         )
     if net.activation not in ("sigmoid", "tanh"):
         raise ConversionRefused(f"network.activation {net.activation!r} has no LIF counterpart here")
+    if net.normalization.kind == "divisive":
+        raise ConversionRefused(DIVISIVE_REFUSAL)
     problems = []
+    if net.normalization.kind not in CONVERTIBLE_NORMALIZATION:
+        problems.append(f"network.normalization.kind = {net.normalization.kind!r}")
     defaults = type(net)()
     for name in type(net).model_fields:
         if name not in KNOWN_NETWORK_FIELDS and getattr(net, name) != getattr(defaults, name):
@@ -107,6 +219,10 @@ def check_convertible(spec, state_keys) -> None:
     for name in type(net.noise).model_fields:
         if name not in KNOWN_NOISE_FIELDS and getattr(net.noise, name) != getattr(defaults.noise, name):
             problems.append(f"network.noise.{name} = {getattr(net.noise, name)!r}")
+    norm, norm_defaults = net.normalization, defaults.normalization
+    for name in type(norm).model_fields:
+        if name not in KNOWN_NORMALIZATION_FIELDS and getattr(norm, name) != getattr(norm_defaults, name):
+            problems.append(f"network.normalization.{name} = {getattr(norm, name)!r}")
     unknown = sorted(set(state_keys) - KNOWN_PARAMETERS - KNOWN_BUFFERS)
     problems += [f"model parameter {k!r}" for k in unknown]
     if problems:
@@ -131,18 +247,40 @@ def synaptic_decay_s(tau_s: np.ndarray, step_s: float, mode: str) -> np.ndarray:
     return -step_s / np.log1p(-alpha)
 
 
-def rate_circuit_from_model(model, synaptic_tau: str = "rate_tau") -> RateCircuit:
+def interneuron_activity(ix: np.ndarray, trajectories: RateTrajectories) -> np.ndarray:
+    """The rate model's interneuron activity i = W_IX [h_{t-1}; u_t; 1] (trial, time, n_I) along trajectories."""
+    rates, inputs = trajectories.rates, trajectories.inputs
+    n, n_inputs = rates.shape[-1], inputs.shape[-1]
+    if ix.shape[1] != n + n_inputs + 1:
+        raise ValueError(f"W_IX has {ix.shape[1]} columns; trajectories give {n} units + {n_inputs} inputs + 1")
+    previous = np.concatenate([trajectories.initial_rates[:, None], rates[:, :-1]], axis=1)
+    return previous @ ix[:, :n].T + inputs @ ix[:, n : n + n_inputs].T + ix[:, -1]
+
+
+def rate_circuit_from_model(
+    model,
+    synaptic_tau: str = "rate_tau",
+    trajectories: RateTrajectories | None = None,
+    *,
+    normalization_tau_s: float = 0.01,
+    normalization_current: float = 1.0,
+) -> RateCircuit:
     """The sigmoid rate circuit equivalent to a trained EICircuit (refusing what cannot convert).
 
     ``synaptic_tau``: 'rate_tau' (Kim et al.: the synaptic decay is the unit's tau) or 'discrete_matched'
-    (see `synaptic_decay_s`)."""
+    (see `synaptic_decay_s`). A circuit with subtractive normalization also needs ``trajectories`` of the model
+    (e.g. the lambda-search trials) to set its interneurons' operating range, maps that range onto currents
+    [-``normalization_current``, +``normalization_current``] and gives them the synaptic decay
+    ``normalization_tau_s`` (see the module docstring)."""
     spec = model.spec
     check_convertible(spec, model.state_dict().keys())
     weights = {k: v.detach().cpu().double().numpy() for k, v in model.effective_weights().items()}
     n = weights["recurrent"].shape[0]
+    n_exc = spec.network.n_exc
     w_in, w_rec, b = weights["input"], weights["recurrent"], weights["bias"]
     w_out, b_out = weights["output"], weights["output_bias"]
-    if spec.network.activation == "tanh":
+    tanh = spec.network.activation == "tanh"
+    if tanh:
         w_in, w_rec, b, w_out, b_out = (
             2.0 * w_in,
             4.0 * w_rec,
@@ -150,19 +288,58 @@ def rate_circuit_from_model(model, synaptic_tau: str = "rate_tau") -> RateCircui
             2.0 * w_out,
             b_out - w_out.sum(1),
         )
+    tau_s = np.full(n, spec.network.tau_ms / 1000.0)
+    synaptic = synaptic_decay_s(tau_s, spec.task.dt_s, synaptic_tau)
+    norm: dict = {}
+    if "normalization_ix" in weights:
+        if trajectories is None:
+            raise ValueError(
+                "the circuit has subtractive normalization interneurons: rate_circuit_from_model needs rate "
+                "trajectories of the model (trajectories=RateTrajectories(...)) to set their operating range"
+            )
+        if not (normalization_tau_s > 0 and normalization_current > 0):
+            raise ValueError("normalization_tau_s and normalization_current must be > 0")
+        ix, ei = weights["normalization_ix"], weights["normalization_ei"]
+        k, n_inputs = ix.shape[0], w_in.shape[1]
+        activity = interneuron_activity(ix, trajectories).reshape(-1, k)
+        low, high = np.percentile(activity, NORMALIZATION_PERCENTILES, axis=0)
+        midpoint = (low + high) / 2.0
+        half = np.maximum((high - low) / 2.0, 1e-6 * (1.0 + np.abs(midpoint)))  # a constant interneuron stays finite
+        scale = normalization_current / half
+        ix_h, ix_u, ix_1 = ix[:, :n], ix[:, n : n + n_inputs], ix[:, -1]
+        if tanh:  # i = 2 W_IX,h s + W_IX,u u + (W_IX,1 - W_IX,h 1); the sigmoid current is twice the tanh one
+            ix_h, ix_1, ei = 2.0 * ix_h, ix_1 - ix_h.sum(1), 2.0 * ei
+        recurrent = np.zeros((n + k, n + k))
+        recurrent[:n, :n] = w_rec
+        recurrent[:n_exc, n:] = -(4.0 / scale) * ei
+        recurrent[n:, :n] = scale[:, None] * ix_h
+        w_rec = recurrent
+        w_in = np.concatenate([w_in, scale[:, None] * ix_u])
+        b = np.concatenate([b, scale * (ix_1 - midpoint)])
+        b[:n_exc] += ei @ (2.0 / scale - midpoint)
+        w_out = np.concatenate([w_out, np.zeros((w_out.shape[0], k))], axis=1)
+        tau_s = np.concatenate([tau_s, np.full(k, normalization_tau_s)])
+        synaptic = np.concatenate([synaptic, np.full(k, normalization_tau_s)])
+        norm = {
+            "n_norm": k,
+            "norm_scale": scale,
+            "norm_midpoint": midpoint,
+            "norm_current": float(normalization_current),
+        }
     circuit = RateCircuit(
         input=w_in,
         recurrent=w_rec,
         bias=b,
         output=w_out,
         output_bias=b_out,
-        tau_s=np.full(n, spec.network.tau_ms / 1000.0),
-        synaptic_tau_s=synaptic_decay_s(np.full(n, spec.network.tau_ms / 1000.0), spec.task.dt_s, synaptic_tau),
-        n_exc=spec.network.n_exc,
+        tau_s=tau_s,
+        synaptic_tau_s=synaptic,
+        n_exc=n_exc,
         n_inh=spec.network.n_inh,
         dale=spec.network.dale,
         step_s=spec.task.dt_s,
         source_activation=spec.network.activation,
+        **norm,
     )
     circuit.check_dale()
     return circuit

@@ -1,10 +1,11 @@
 """Figures of the spiking twin, from collected spiking.nc datasets only (never from models or Brian2).
 
 Input: ``summary_dir/spiking.nc``, the per-job spiking.nc files combined over circuit/variant/seed
-(`recircuit collect` / xr.combine_by_coords). Per circuit and variant (first seed present): a raster (E and I
-coloured), rate vs spiking activity of example units, the decoded trajectory from spikes vs the true one, and the
-offline decoded states from spikes. Across the sweep: the agreement summary and the f-I calibration.
-Every figure is written as PNG and PDF with matplotlib's Agg canvas (no pyplot state).
+(`recircuit collect` / xr.combine_by_coords). Per circuit and variant (first seed present): a raster (E, I and the
+normalization interneurons I_norm of subtractive normalization coloured), rate vs spiking activity of example
+units, the decoded trajectory from spikes vs the true one, and the offline decoded states from spikes. Across the
+sweep: the agreement summary and the f-I calibration. Every figure is written as PNG and PDF with matplotlib's Agg
+canvas (no pyplot state).
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ from recircuit.figures import save_figure
 from recircuit.results import open_dataset
 
 SPIKING_SUMMARY = "spiking.nc"
-E_COLOUR, I_COLOUR = "tab:blue", "tab:red"
+E_COLOUR, I_COLOUR, NORM_COLOUR = "tab:blue", "tab:red", "tab:orange"
+POPULATION_COLOURS = {"E": E_COLOUR, "I": I_COLOUR, "I_norm": NORM_COLOUR}  # 'unconstrained' units: E_COLOUR
+POPULATION_LEGEND = {"E": "E", "I": "I", "I_norm": "I_norm (normalization interneurons)"}
 SPIKE_COLOUR, RATE_COLOUR, TRUE_COLOUR = "tab:purple", "black", "tab:green"
 N_EXAMPLE_UNITS = 4
-
-
 
 
 def _runs(ds: xr.Dataset) -> Iterator[tuple[str, xr.Dataset]]:
@@ -65,11 +66,11 @@ def _trim(run: xr.Dataset) -> xr.Dataset:
 
 def _population_colour(run: xr.Dataset, units: np.ndarray) -> list[str]:
     population = run["population"].values
-    return [I_COLOUR if population[int(u)] == "I" else E_COLOUR for u in units]
+    return [POPULATION_COLOURS.get(str(population[int(u)]), E_COLOUR) for u in units]
 
 
 def raster(run: xr.Dataset, name: str, out_dir: Path) -> list[Path]:
-    """Task trial 0 and the first quiescent seconds: one dot per spike, E blue, I red."""
+    """Task trial 0 and the first quiescent seconds: one dot per spike, E blue, I red, I_norm orange."""
     has_quiet = "quiet_spike_time" in run and run["quiet_spike_time"].size > 0
     fig = Figure(figsize=(9, 3.2 * (2 if has_quiet else 1)))
     axes = fig.subplots(2 if has_quiet else 1, 1, squeeze=False)[:, 0]
@@ -85,8 +86,10 @@ def raster(run: xr.Dataset, name: str, out_dir: Path) -> list[Path]:
             times, units = times[keep], units[keep]
         ax.scatter(times, units, s=0.6, c=_population_colour(run, units), marker="|", linewidths=0.5)
         ax.set(xlabel="time (s)", ylabel="neuron", title=title, ylim=(-1, run.sizes["unit"]))
-    axes[0].plot([], [], "|", color=E_COLOUR, label="E")
-    axes[0].plot([], [], "|", color=I_COLOUR, label="I")
+    present = {str(p) for p in run["population"].values}
+    for population, text in POPULATION_LEGEND.items():
+        if population in present or population == "E":  # E also stands for 'unconstrained' units
+            axes[0].plot([], [], "|", color=POPULATION_COLOURS[population], label=text)
     axes[0].legend(loc="upper right", fontsize=7, frameon=False)
     fig.suptitle(f"Spiking twin raster: {name.replace('_', ' ')}", fontsize=9)
     fig.tight_layout()

@@ -1,9 +1,10 @@
 """The Brian2 LIF network of a spiking twin: build once per network size, run many times with new arrays.
 
-One neuron per rate unit, one dense ``Synapses`` object (every pre -> post pair connected in pre-major order, zeros
-kept, so one compiled binary serves every weight matrix of that size), an event-driven double-exponential synaptic
-filter with the *postsynaptic* decay constant (Kim, Li & Sejnowski 2019, code version), and the input drive
-``W_in u(t)`` through a 2-D ``TimedArray`` that holds each rate step's value for one rate step.
+One neuron per rate unit (and per normalization interneuron of a subtractive circuit), one dense ``Synapses`` object
+(every pre -> post pair connected in pre-major order, zeros kept, so one compiled binary serves every weight matrix of
+that size), an event-driven double-exponential synaptic filter with the *postsynaptic* decay constant (Kim, Li &
+Sejnowski 2019, code version), and the input drive ``W_in u(t)`` through a 2-D ``TimedArray`` that holds each rate
+step's value for one rate step.
 
 Membrane (mV, s)::
 

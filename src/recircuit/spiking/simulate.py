@@ -26,7 +26,20 @@ independent trials side by side (the search trials of every lambda, the f-I repe
 every quiescent trial). A trial's spikes depend only on its own inputs, start state and seed, not on the batch.
 
 Agreement: decoding error ratio spiking / rate (per rate reference), per-unit Pearson correlation of the smoothed
-spiking rate lambda r with the rate unit's activity (over trials and steps; median over units firing > 1 Hz).
+spiking rate lambda r with the rate unit's activity (over trials and steps; median over model units firing > 1 Hz,
+and separately over the normalization interneurons).
+
+Subtractive normalization (`convert.py`): the interneurons are n_I extra LIF neurons after the n model units
+(population 'I_norm'), set up from the search trials (computed once, for the interneurons' range and the lambda
+search). The rate equivalent keeps them instantaneous (`simulate_rate_circuit`, `rate_currents`: their rates at
+step t come from [s_{t-1}; u_t] and enter the E current of step t). In the twin every synapse decays with the
+*postsynaptic* neuron's constant (`network.py`): an interneuron reads the model units through a short kernel
+(spiking.normalization_tau_ms), so it follows their firing phi(x)/lambda rather than h, and an E unit reads the
+interneurons through its own kernel tau. For the (near-linear) interneurons the two filters commute: the E units
+receive W_EI W_IX h as in the rate model, about normalization_tau_ms later; only the input part W_EI W_IX,u u_t
+reaches them low-pass filtered by tau. The interneurons' correlation is taken against their rate-equivalent rate
+(from h, not from phi(x)), which they follow less closely than the model units follow h. Their start state: rates
+at h0 with zero input.
 """
 
 from __future__ import annotations
@@ -48,7 +61,14 @@ from recircuit.learning.evaluate import WAKING_FILE, unit_coords
 from recircuit.learning.train import error_variable
 from recircuit.results import label, open_dataset, provenance, save_dataset, with_sweep_dims
 from recircuit.spec import CircuitSpec, with_section_overrides
-from recircuit.spiking.convert import LIFCalibration, RateCircuit, calibrate_lif, rate_circuit_from_model
+from recircuit.spiking.convert import (
+    LIFCalibration,
+    RateCircuit,
+    RateTrajectories,
+    calibrate_lif,
+    check_convertible,
+    rate_circuit_from_model,
+)
 from recircuit.spiking.network import (
     LIFConstants,
     NetworkShape,
@@ -84,6 +104,14 @@ class RateTrials:
     rates: dict[str, np.ndarray]  # rate_noise -> (trial, time, units)
     decoded: dict[str, np.ndarray]  # rate_noise -> (trial, time, state_dims)
     error: dict[str, np.ndarray]  # rate_noise -> (trial, time), cm or deg
+
+    def trajectories(self, which: str = "none") -> RateTrajectories:
+        """The model-space trajectories of one rate reference (for the interneurons' operating range)."""
+        return RateTrajectories(self.rates[which], self.inputs, self.initial_rates)
+
+    def unit_rates(self, circuit: RateCircuit, which: str) -> np.ndarray:
+        """All units' sigmoid rates (trial, time, n_units) of one rate reference, interneurons included."""
+        return circuit.unit_rates(self.rates[which], self.inputs, self.initial_rates)
 
 
 def _slice_noise(noise: Noise, n: int) -> Noise:
@@ -150,22 +178,31 @@ def rate_quiescence(model: EICircuit, initial_rates: np.ndarray, steps: int) -> 
 
 
 def rate_currents(circuit: RateCircuit, trials: RateTrials, which: str = "none") -> np.ndarray:
-    """Currents x_t = W h_{t-1} + W_in u_t + b of the sigmoid circuit along rate trajectories (trial, time, unit)."""
+    """Currents x_t = W [s_{t-1}; s_I,t] + W_in u_t + b of the sigmoid circuit along rate trajectories (trial, time,
+    unit), every unit: the instantaneous interneurons' rates s_I,t (from s_{t-1} and u_t) enter the model units'
+    current of the same step."""
     s = circuit.initial_rates(trials.rates[which])
     s0 = circuit.initial_rates(trials.initial_rates)
     previous = np.concatenate([s0[:, None], s[:, :-1]], axis=1)
-    return previous @ circuit.recurrent.T + trials.inputs @ circuit.input.T + circuit.bias
+    presynaptic = circuit.presynaptic(previous, trials.inputs)
+    return presynaptic @ circuit.recurrent.T + trials.inputs @ circuit.input.T + circuit.bias
 
 
 def simulate_rate_circuit(circuit: RateCircuit, inputs: np.ndarray, initial_rates: np.ndarray) -> np.ndarray:
-    """Noise-free rates s (trial, time, units) of the sigmoid circuit, a = dt/tau (float64 reference)."""
-    alpha = circuit.step_s / circuit.tau_s
+    """Noise-free rates s (trial, time, units) of the sigmoid circuit, a = dt/tau (float64 reference), from model-space
+    h0 (trial, n_model); every unit, the normalization interneurons instantaneous: at step t their rates are computed
+    from [s_{t-1}; u_t] first and enter the model units' current of that step (stored at t)."""
+    n = circuit.n_model
+    alpha = circuit.step_s / circuit.tau_s[:n]
+    recurrent, input_w, bias = circuit.recurrent[:n], circuit.input[:n], circuit.bias[:n]
     s = circuit.initial_rates(initial_rates)
     out = np.empty(inputs.shape[:2] + (circuit.n_units,))
     for t in range(inputs.shape[1]):
-        current = s @ circuit.recurrent.T + inputs[:, t] @ circuit.input.T + circuit.bias
+        presynaptic = circuit.presynaptic(s, inputs[:, t])
+        current = presynaptic @ recurrent.T + inputs[:, t] @ input_w.T + bias
         s = (1 - alpha) * s + alpha / (1 + np.exp(-current))
-        out[:, t] = s
+        out[:, t, :n] = s
+        out[:, t, n:] = presynaptic[:, n:]
     return out
 
 
@@ -193,7 +230,8 @@ def neuron_parameters(circuit: RateCircuit, cal: LIFCalibration) -> NeuronParame
 def initial_state(
     circuit: RateCircuit, cal: LIFCalibration, s0: np.ndarray, constants: LIFConstants, seed: int
 ) -> tuple[dict[str, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """Brian2 state and readout-filter state of one trial that start from sigmoid rates ``s0`` in steady state.
+    """Brian2 state and readout-filter state of one trial that start from sigmoid rates ``s0`` (n_units: interneurons
+    included, `RateCircuit.start_rates`) in steady state.
 
     I_rec = W s0 (its rise variable at steady state), r = s0 / lambda; v uniform between reset and threshold.
     """
@@ -233,10 +271,10 @@ def task_runs(
     constants: LIFConstants,
 ) -> tuple[list[RunInputs], list[tuple[np.ndarray, np.ndarray]]]:
     """Brian2 runs and readout-filter start states of task trials: inputs (trial, time, n_inputs), model-space h0
-    (trial, units)."""
+    (trial, n_model)."""
     params = neuron_parameters(circuit, cal)
     weights = cal.lambda_s * circuit.recurrent
-    s0 = circuit.initial_rates(initial_rates)
+    s0 = circuit.start_rates(initial_rates)
     runs, traces = [], []
     for k, seed in enumerate(seeds):
         brian, trace = initial_state(circuit, cal, s0[k], constants, seed)
@@ -311,7 +349,7 @@ def run_quiescence(
     padded = np.zeros((len(seeds), chunks * shape.steps, n))
     if noise_current is not None:
         padded[:, :steps] = noise_current
-    s0 = circuit.initial_rates(initial_rates)
+    s0 = circuit.start_rates(initial_rates)
     start = time.perf_counter()
     starts = [initial_state(circuit, cal, s0[k], constants, seed) for k, seed in enumerate(seeds)]
     brian = [b for b, _ in starts]
@@ -353,29 +391,32 @@ def rate_noise_states(
     Returns (drive noise (trial, steps, units) to add to the currents, state noise eps (trial, steps, units) to
     add to the readout activity, SD per sqrt(tau)). State placement: h = s + eps with eps_t = (1 - a) eps_{t-1} +
     n_t, so the current gets W eps_{t-1} and the readout W_out eps_t (exact for the rate model's linear part);
-    drive placement: the current gets n_t. A tanh circuit's noise is halved (s = (1 + h)/2).
+    drive placement: the current gets n_t. A tanh circuit's noise is halved (s = (1 + h)/2). The noise is on the
+    model units only (interneuron components of eps and n are zero); under state placement the interneurons read
+    it like the rest of h (their rows of W eps_{t-1}), as the rate model's interneurons read h_{t-1}.
     """
     from recircuit.analysis.quiescence import condition_noise_sd
 
     spec = model.spec
     sd = float(condition_noise_sd(spec.reactivation, spec.network.noise.recurrent_sd)["trained"])
-    n = circuit.n_units
+    n = circuit.n_model
     rng = np.random.default_rng(run_seed(seed, "quiescent_noise"))
-    alpha = circuit.step_s / circuit.tau_s
+    alpha = circuit.step_s / circuit.tau_s[:n]
     step_sd = sd * np.sqrt(alpha)
     tanh = circuit.source_activation == "tanh"
-    drive = np.zeros((n_trials, steps, n))
-    state = np.zeros((n_trials, steps, n))
+    drive = np.zeros((n_trials, steps, circuit.n_units))
+    state = np.zeros((n_trials, steps, circuit.n_units))
     if sd == 0:
         return drive, state, sd
     if spec.network.noise.placement == "drive":
-        drive[:] = rng.normal(size=drive.shape) * step_sd * (2.0 if tanh else 1.0)
+        drive[..., :n] = rng.normal(size=(n_trials, steps, n)) * step_sd * (2.0 if tanh else 1.0)
         return drive, state, sd
     eps = np.zeros((n_trials, n))
+    reads = circuit.recurrent[:, :n]  # every unit's weights from the model units
     for t in range(steps):
-        drive[:, t] = eps @ circuit.recurrent.T  # the current of step t sees the noise accumulated up to t - 1
+        drive[:, t] = eps @ reads.T  # the current of step t sees the noise accumulated up to t - 1
         eps = (1 - alpha) * eps + rng.normal(size=eps.shape) * step_sd * (0.5 if tanh else 1.0)
-        state[:, t] = eps
+        state[:, t, :n] = eps
     return drive, state, sd
 
 
@@ -446,15 +487,20 @@ def median_correlation(correlation: np.ndarray, mean_rate_hz: np.ndarray) -> tup
     return (float(np.median(correlation[keep])) if keep.any() else float("nan")), int(keep.sum())
 
 
-def rate_statistics(counts: np.ndarray, seconds: float, n_exc: int, dale: bool) -> dict[str, object]:
-    """Mean rates of E and I (Hz), fraction of silent units, maximum unit rate (Hz), per-unit rates (Hz)."""
+def rate_statistics(
+    counts: np.ndarray, seconds: float, n_exc: int, dale: bool, n_norm: int = 0
+) -> dict[str, object]:
+    """Mean rates of E, I (model units) and the last ``n_norm`` units (normalization interneurons) in Hz, fraction of
+    silent units, maximum unit rate (Hz), per-unit rates (Hz); NaN for a population that is absent."""
     unit_rate = counts.sum(axis=(0, 1)) / seconds
-    exc = unit_rate[:n_exc] if dale else unit_rate
-    inh = unit_rate[n_exc:] if dale else np.array([np.nan])
+    n = unit_rate.size - n_norm
+    exc = unit_rate[:n_exc] if dale else unit_rate[:n]
+    inh = unit_rate[n_exc:n] if dale else np.array([np.nan])
     return {
         "unit_rate": unit_rate,
         "mean_rate_exc": float(exc.mean()),
         "mean_rate_inh": float(inh.mean()) if inh.size else float("nan"),
+        "mean_rate_norm": float(unit_rate[n:].mean()) if n_norm else float("nan"),
         "fraction_silent": float((unit_rate < SILENT_RATE_HZ).mean()),
         "max_unit_rate": float(unit_rate.max()),
     }
@@ -497,17 +543,24 @@ class SearchPoint:
     median_correlation: float
 
 
+def search_trials(model: EICircuit, steps: int) -> RateTrials:
+    """The rate circuit's trials of the lambda search (spiking.search_seed), which also set the operating range of
+    the normalization interneurons (`rate_circuit_from_model`)."""
+    sp = model.spec.spiking
+    return rate_trials(model, sp.search_seed, sp.n_search_trials, sp.n_search_trials, steps)
+
+
 def lambda_search(
     net: SpikingNetwork,
     model: EICircuit,
     circuit: RateCircuit,
+    trials: RateTrials,
     constants: LIFConstants,
     log: Callable[[str], None],
 ) -> tuple[list[SearchPoint], tuple[float, float]]:
-    """Every grid point's calibration and search-trial error; and the operating range used."""
+    """Every grid point's calibration and error on the search ``trials`` (`search_trials`); and the operating range
+    used (percentiles of every unit's current, interneurons included)."""
     sp = model.spec.spiking
-    steps = net.shape.steps
-    trials = rate_trials(model, sp.search_seed, sp.n_search_trials, sp.n_search_trials, steps)
     currents = rate_currents(circuit, trials)
     low, high = np.percentile(currents, sp.calibration_percentiles)
     seeds = [run_seed(sp.seed, "search", k) for k in range(sp.n_search_trials)]
@@ -529,9 +582,8 @@ def lambda_search(
         decoded = decode(model, spiking_readout(circuit, cal, spk.rates_hz))
         error = float(decoding_error(model, decoded, trials.states).mean())
         mean_rate = spk.counts.sum(axis=(0, 1)) / (spk.counts.shape[0] * net.shape.duration_s)
-        corr, _ = median_correlation(
-            unit_correlations(cal.lambda_s * spk.rates_hz, circuit.initial_rates(trials.rates["none"])), mean_rate
-        )
+        correlation = unit_correlations(cal.lambda_s * spk.rates_hz, trials.unit_rates(circuit, "none"))
+        corr, _ = median_correlation(correlation[: circuit.n_model], mean_rate[: circuit.n_model])
         points.append(SearchPoint(float(max_rate), cal, error, corr))
         log(
             f"  1/lambda {max_rate:6.1f} Hz: search error {error:8.3f}  median r {corr:5.3f}  "
@@ -566,7 +618,7 @@ def spike(
     model.spec = with_overrides(model.spec, overrides)  # only the spiking/reactivation sections can change
     spec, task = model.spec, model.task
     sp, ev, rs = spec.spiking, spec.evaluation, spec.reactivation
-    circuit = rate_circuit_from_model(model, sp.synaptic_tau)
+    check_convertible(spec, model.state_dict().keys())  # refuse before any work
     steps = ev.sequence_steps or spec.task.sequence_steps
     if sp.n_trials > ev.n_trials:
         raise ValueError(f"spiking.n_trials ({sp.n_trials}) exceeds evaluation.n_trials ({ev.n_trials})")
@@ -579,6 +631,15 @@ def spike(
         raise ValueError(
             f"reactivation.burn_in_steps ({rs.burn_in_steps}) must be below the quiescent steps ({quiet_steps})"
         )
+    # The search trials serve the lambda search and, with subtractive normalization, the interneurons' range.
+    searched = search_trials(model, steps)
+    circuit = rate_circuit_from_model(
+        model,
+        sp.synaptic_tau,
+        searched.trajectories("none"),
+        normalization_tau_s=sp.normalization_tau_ms / 1000.0,
+        normalization_current=sp.normalization_current,
+    )
     constants = LIFConstants(
         tau_m_ms=sp.tau_m_ms,
         v_rest_mV=-65.0,
@@ -598,14 +659,15 @@ def spike(
     build_root = Path(build_dir) if build_dir is not None else run_dir / ".brian_build"
     meta = model.meta
     timer = time.perf_counter()
-    log(f"spiking twin of {run_dir}: {circuit.n_units} LIF neurons x {copies} copies, target {sp.target}")
+    norm = f" ({circuit.n_norm} normalization interneurons)" if circuit.n_norm else ""
+    log(f"spiking twin of {run_dir}: {circuit.n_units} LIF neurons{norm} x {copies} copies, target {sp.target}")
     quiet = noise_state = None
     quiet_rate_sd = 0.0
     with SpikingNetwork(shape, constants, sp.target, build_root) as net:
         assert net.info is not None
         how = "compiled" if net.info.compiled else "reused"
         log(f"  network ready in {net.info.build_s:.1f} s ({how} {net.info.key})")
-        search, (low, high) = lambda_search(net, model, circuit, constants, log)
+        search, (low, high) = lambda_search(net, model, circuit, searched, constants, log)
         best = min(search, key=lambda p: (not math.isfinite(p.mean_error), p.mean_error))
         cal = best.calibration
         log(f"  kept 1/lambda = {best.max_rate_hz:.1f} Hz")
@@ -632,19 +694,22 @@ def spike(
     decoded = decode(model, spiking_readout(circuit, cal, spk.rates_hz))
     error = decoding_error(model, decoded, trials.states)
     error_ratio = {k: float(error.mean() / trials.error[k].mean()) for k in RATE_NOISE}
-    task_stats = rate_statistics(spk.counts, sp.n_trials * shape.duration_s, circuit.n_exc, circuit.dale)
+    n_model = circuit.n_model
+    task_stats = rate_statistics(
+        spk.counts, sp.n_trials * shape.duration_s, circuit.n_exc, circuit.dale, circuit.n_norm
+    )
     spiking_activity = cal.lambda_s * spk.rates_hz
-    correlation = {
-        k: unit_correlations(spiking_activity, circuit.initial_rates(trials.rates[k])) for k in RATE_NOISE
-    }
-    medians = {k: median_correlation(correlation[k], task_stats["unit_rate"]) for k in RATE_NOISE}
+    correlation = {k: unit_correlations(spiking_activity, trials.unit_rates(circuit, k)) for k in RATE_NOISE}
+    unit_rate = task_stats["unit_rate"]
+    medians = {k: median_correlation(correlation[k][:n_model], unit_rate[:n_model]) for k in RATE_NOISE}
+    norm_medians = {k: median_correlation(correlation[k][n_model:], unit_rate[n_model:]) for k in RATE_NOISE}
 
     # ----- quiescence
     kl = kl_uniform = kl_rate = float("nan")
     quiet_decoded = rate_quiet = None
     if quiet is not None:
         quiet_seconds = sp.n_quiescent_trials * quiet_steps * shape.step_s
-        quiet_stats = rate_statistics(quiet.counts, quiet_seconds, circuit.n_exc, circuit.dale)
+        quiet_stats = rate_statistics(quiet.counts, quiet_seconds, circuit.n_exc, circuit.dale, circuit.n_norm)
         quiet_outputs = spiking_readout(circuit, cal, quiet.rates_hz)
         if noise_state is not None:
             quiet_outputs = quiet_outputs + noise_state @ circuit.output.T  # readout of h = lambda r + eps
@@ -677,11 +742,17 @@ def spike(
         f"{medians['evaluation'][0]:.3f} (noise-free rate {medians['none'][0]:.3f}); mean rate E "
         f"{task_stats['mean_rate_exc']:.1f} Hz, I {task_stats['mean_rate_inh']:.1f} Hz"
     )
+    if circuit.n_norm:
+        log(
+            f"  normalization interneurons: median r {norm_medians['evaluation'][0]:.3f} (noise-free rate "
+            f"{norm_medians['none'][0]:.3f}; {norm_medians['none'][1]} of {circuit.n_norm} above "
+            f"{ACTIVE_RATE_HZ} Hz), mean rate {task_stats['mean_rate_norm']:.1f} Hz"
+        )
 
     ds = _dataset(
         model, circuit, cal, search, (low, high), fi_current, fi_rate, trials, spk, decoded, error, error_ratio,
-        correlation, medians, task_stats, quiet, quiet_decoded, quiet_stats, quiet_steps, (kl, kl_rate, kl_uniform),
-        rate_quiet, shape, constants,
+        correlation, medians, norm_medians, task_stats, quiet, quiet_decoded, quiet_stats, quiet_steps,
+        (kl, kl_rate, kl_uniform), rate_quiet, shape, constants,
     )  # fmt: skip
     ds.attrs.update(
         {
@@ -719,6 +790,30 @@ def spike(
 
 
 # ------------------------------------------------------------------------------------------------------ dataset
+NORM_POPULATION = "I_norm"
+
+
+def twin_unit_coords(circuit: RateCircuit) -> dict[str, xr.DataArray]:
+    """`unit` and `population` of every neuron of the twin: the model units' labels (E, I, or 'unconstrained'
+    without Dale's law, as `unit_coords`), then NORM_POPULATION for the normalization interneurons."""
+    coords = unit_coords(circuit.n_exc, circuit.n_inh, circuit.dale)
+    if not circuit.n_norm:
+        return coords
+    population = np.concatenate([coords["population"].values.astype(str), [NORM_POPULATION] * circuit.n_norm])
+    return {
+        "unit": label(
+            xr.DataArray(np.arange(circuit.n_units), dims="unit"),
+            "neuron of the twin: recurrent units, then normalization interneurons",
+            "1",
+        ),
+        "population": label(
+            xr.DataArray(population, dims="unit"),
+            f"population of the unit ({NORM_POPULATION}: normalization interneuron, inhibitory)",
+            "1",
+        ),
+    }
+
+
 def _state_vars(kind: str, name: str, values: np.ndarray, dims: tuple[str, ...], what: str) -> dict[str, xr.DataArray]:
     if kind == "path_integration":
         return {f"{name}_position": label(xr.DataArray(values, dims=(*dims, "space")), f"{what} position", "m")}
@@ -741,7 +836,8 @@ def _events(events: list[tuple[np.ndarray, np.ndarray]], prefix: str, what: str)
 
 def _dataset(
     model, circuit, cal, search, op_range, fi_current, fi_rate, trials, spk, decoded, error, error_ratio,
-    correlation, medians, task_stats, quiet, quiet_decoded, quiet_stats, quiet_steps, kls, rate_quiet, shape, constants,
+    correlation, medians, norm_medians, task_stats, quiet, quiet_decoded, quiet_stats, quiet_steps, kls, rate_quiet,
+    shape, constants,
 ) -> xr.Dataset:  # fmt: skip
     """spiking.nc (before the sweep dimensions): see the module docstring and the variables' long_name."""
     spec, task = model.spec, model.task
@@ -781,10 +877,11 @@ def _dataset(
         ),
         "rate_activity": label(
             xr.DataArray(
-                np.stack([circuit.initial_rates(trials.rates[k]) for k in rn]).astype(np.float32),
+                np.stack([trials.unit_rates(circuit, k) for k in rn]).astype(np.float32),
                 dims=("rate_noise", "trial", "time", "unit"),
             ),
-            "rate-unit activity h in the twin's sigmoid space ((1 + h)/2 for a tanh circuit), comparable to lambda r",
+            "rate-unit activity h in the twin's sigmoid space ((1 + h)/2 for a tanh circuit), comparable to lambda r; "
+            "normalization interneurons: their rate sigmoid(c (W_IX x - m)) at each step",
             "1",
         ),
         "unit_correlation": label(
@@ -794,11 +891,35 @@ def _dataset(
         ),
         "median_unit_correlation": label(
             xr.DataArray([medians[k][0] for k in rn], dims="rate_noise"),
-            f"median unit correlation over units firing > {ACTIVE_RATE_HZ} Hz",
+            f"median unit correlation over model units firing > {ACTIVE_RATE_HZ} Hz",
             "1",
         ),
         "n_correlated_units": label(
             xr.DataArray([medians[k][1] for k in rn], dims="rate_noise"), "units entering the median correlation", "1"
+        ),
+        "median_norm_correlation": label(
+            xr.DataArray([norm_medians[k][0] for k in rn], dims="rate_noise"),
+            f"median correlation over normalization interneurons firing > {ACTIVE_RATE_HZ} Hz (NaN: none)",
+            "1",
+        ),
+        # normalization interneurons (subtractive normalization; the last n_norm units)
+        "n_norm_interneurons": label(
+            xr.DataArray(np.int32(circuit.n_norm)), "normalization interneurons (the last units of the twin)", "1"
+        ),
+        "norm_current_range": scalar(
+            circuit.norm_current if circuit.n_norm else np.nan,
+            "half-range Y of the interneurons' current: activity percentiles 1..99 map onto [-Y, Y] (NaN: none)",
+            "1",
+        ),
+        "norm_scale": label(
+            xr.DataArray(np.concatenate([np.full(circuit.n_model, np.nan), circuit.norm_scale]), dims="unit"),
+            "gain c of a normalization interneuron's current c (W_IX x - m), x = [h; u; 1] (NaN: model unit)",
+            "1",
+        ),
+        "norm_midpoint": label(
+            xr.DataArray(np.concatenate([np.full(circuit.n_model, np.nan), circuit.norm_midpoint]), dims="unit"),
+            "midpoint m of a normalization interneuron's activity W_IX x on the search trials (NaN: model unit)",
+            "1",
         ),
         # conversion
         "lambda_s": scalar(cal.lambda_s, "rate-to-spiking scale lambda (h = lambda r; weights x lambda)", "s"),
@@ -876,7 +997,7 @@ def _dataset(
         ),
         "search": label(xr.DataArray(np.arange(len(search)), dims="search"), "grid point of the lambda search", "1"),
         "fi_point": label(xr.DataArray(np.arange(fi_current.size), dims="fi_point"), "point of the f-I check", "1"),
-        **unit_coords(circuit.n_exc, circuit.n_inh, circuit.dale),
+        **twin_unit_coords(circuit),
     }
     if kind == "path_integration":
         coords["space"] = label(xr.DataArray(["x", "y"], dims="space"), "spatial axis", "1")
@@ -889,6 +1010,7 @@ def _dataset(
     for key, long in (
         ("mean_rate_exc", "mean firing rate of E units"),
         ("mean_rate_inh", "mean firing rate of I units"),
+        ("mean_rate_norm", "mean firing rate of the normalization interneurons (NaN: none)"),
         ("max_unit_rate", "highest mean firing rate of a unit"),
     ):
         data[key] = label(xr.DataArray([s[key] for s in stats], dims="protocol"), long, "Hz")
