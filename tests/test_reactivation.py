@@ -351,3 +351,50 @@ def test_trained_noisy_and_noise_free_end_to_end(tmp_path):
     assert ds["position_variance"].sel(quiescent="noise_free").item() < 1e-6
     assert ds["position_step"].sel(quiescent="noise_free").item() < 1e-4
     assert isinstance(ds["kl"], xr.DataArray)
+
+
+def test_reactivation_report_counts_the_seeds_where_each_claim_holds():
+    import xarray as xr
+
+    from recircuit.analysis.reactivation_report import report, report_rows
+
+    quiescent = ["noisy", "noise_free", "biased", "untrained", "uniform"]
+    waking = ["noisy", "noise_free", "biased"]
+    kl = np.ones((2, 1, 3, len(quiescent), len(waking)))
+    q, w = quiescent.index, waking.index
+    kl[:, 0, :, q("noisy"), w("noisy")] = 0.5
+    kl[:, 0, :, q("noise_free"), w("noisy")] = [2.0, 2.0, 0.1]  # noisy below noise-free in seeds 0 and 1 only
+    kl[:, 0, :, q("untrained"), w("noisy")] = 3.0
+    kl[:, 0, :, q("biased"), w("biased")] = 0.2
+    kl[:, 0, :, q("biased"), w("noisy")] = 0.4
+    dims = ("circuit", "variant", "seed", "quiescent")
+    heading_variance = np.full((2, 1, 3, len(quiescent)), np.nan)
+    heading_variance[1] = 1e-4
+    resultant = np.full((2, 1, 3, len(quiescent)), np.nan)
+    resultant[1, 0, :, q("noisy")] = [0.05, 0.2, 0.05]
+    velocity = np.full((2, 1, 3, len(quiescent)), np.nan)
+    velocity[1, 0, :, q("biased")] = [1.0, -1.0, 2.0]
+    ds = xr.Dataset(
+        {
+            "kl": (dims + ("waking",), kl),
+            "coverage": (dims + ("waking",), np.full(kl.shape, 0.7)),
+            "position_variance": (dims, np.where(np.isnan(heading_variance), 0.01, np.nan)),
+            "heading_variance": (dims, heading_variance),
+            "mean_resultant_length": (dims, resultant),
+            "angular_velocity": (dims, velocity),
+        },
+        coords={"circuit": ["pi", "hd"], "variant": ["all"], "seed": [0, 1, 2], "quiescent": quiescent,
+                "waking": waking},
+    )
+    rows = {(r["circuit"], r["claim"]): (r["holds"], r["seeds"], r["value"]) for r in report_rows(ds)}
+    assert rows[("pi", "KL(noisy || noisy awake) < KL(noise_free || noisy awake)")][:2] == (2, 3)
+    assert rows[("pi", "KL(noisy || noisy awake) < KL(untrained || noisy awake)")][:2] == (3, 3)
+    assert rows[("pi", "KL(biased || biased awake) < KL(biased || noisy awake)")][:2] == (3, 3)
+    assert rows[("pi", "coverage of noisy awake bins by noisy offline >= 0.5")][:2] == (3, 3)
+    assert rows[("pi", "noise-free offline output variance < 0.001")][:2] == (0, 3)  # 0.01 m^2: not near zero
+    assert rows[("hd", "noise-free offline output variance < 0.001")][:2] == (3, 3)
+    assert rows[("hd", "noisy offline mean resultant length < 0.1")] == (2, 3, 0.05)
+    assert rows[("hd", "biased (counter-clockwise) offline angular velocity > 0 rad/s")][:2] == (2, 3)
+    assert not any(c == "pi" and "resultant" in claim for c, claim in rows)  # heading claims only for heading
+    assert not any("unconstrained" in claim for _, claim in rows)  # no such variant in this sweep
+    assert "2/3 seeds" in report(ds)

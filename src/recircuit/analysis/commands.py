@@ -1,4 +1,5 @@
-"""CLI commands of the offline-reactivation analysis: `recircuit quiesce` and `recircuit reactivation`."""
+"""CLI commands of the offline-reactivation analysis: `recircuit quiesce`, `recircuit reactivation` and
+`recircuit reactivation-report`."""
 
 from __future__ import annotations
 
@@ -34,6 +35,16 @@ def cmd_quiesce(args: argparse.Namespace) -> int:
 
     path = quiesce(args.run_dir, args.out, overrides=args.set, device=args.device or "auto", log=_log)
     _log(f"wrote {path}")
+    return 0
+
+
+def cmd_reactivation_report(args: argparse.Namespace) -> int:
+    from recircuit.analysis.reactivation_report import report
+    from recircuit.results import open_dataset
+
+    if not args.summary.is_file():
+        raise FileNotFoundError(f"{args.summary}: no reactivation summary (run the reactivation rules first)")
+    print(report(open_dataset(args.summary)))
     return 0
 
 
@@ -94,3 +105,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--variant", default="all", help="variant label of the length-1 variant dim (default: all)")
     _add_set(p)
     p.set_defaults(func=cmd_reactivation)
+
+    p = sub.add_parser(
+        "reactivation-report",
+        help="the reactivation claims (KL orderings, coverage, variance, heading uniformity and drift) seed by seed",
+    )
+    p.add_argument("summary", type=Path, nargs="?", default=Path("results/summary/reactivation.nc"))
+    p.set_defaults(func=cmd_reactivation_report)

@@ -1,0 +1,145 @@
+"""The reactivation issue's claims, checked seed by seed on a reactivation summary (results/summary/reactivation.nc).
+
+Each check is an ordering or a threshold evaluated per circuit and seed; the report gives the values compared
+(median over seeds) and in how many seeds the claim holds. Quiescent rows and waking columns are the variants of
+the sweep (`noisy`, `noise_free`, `biased`, `unconstrained`) plus the controls `untrained` and `uniform`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+
+MAX_RESULTANT_LENGTH = 0.1  # "near-uniform offline headings"
+MIN_COVERAGE = 0.5  # "visit at least half of the bins visited awake"
+MAX_NOISE_FREE_VARIANCE = {"path_integration": 1e-3, "head_direction": 1e-3}  # m^2 / rad^2: "near zero"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One claim per seed: ``value`` < ``reference`` (> when ``greater``); ``reference`` is per seed or a number."""
+
+    claim: str
+    variables: tuple[str, ...]  # dataset variables the claim reads
+    quiescent: tuple[str, ...]  # quiescent rows the claim reads
+    waking: tuple[str, ...]  # waking columns it reads
+    value: Callable[[xr.Dataset], xr.DataArray]
+    reference: Callable[[xr.Dataset], xr.DataArray] | float
+    greater: bool = False
+
+
+def _kl(quiescent: str, waking: str) -> Callable[[xr.Dataset], xr.DataArray]:
+    return lambda ds: ds["kl"].sel(quiescent=quiescent, waking=waking)
+
+
+def _offline(variable: str, quiescent: str) -> Callable[[xr.Dataset], xr.DataArray]:
+    return lambda ds: ds[variable].sel(quiescent=quiescent)
+
+
+def _kl_order(better: str, worse: str, waking: str) -> Check:
+    return Check(
+        f"KL({better} || {waking} awake) < KL({worse} || {waking} awake)", ("kl",), (better, worse), (waking,),
+        _kl(better, waking), _kl(worse, waking),
+    )
+
+
+def checks(task: str) -> list[Check]:
+    """The claims that apply to ``task`` (path_integration or head_direction)."""
+    variance = "position_variance" if task == "path_integration" else "heading_variance"
+    found = [
+        _kl_order("noisy", "noise_free", "noisy"),
+        _kl_order("noisy", "untrained", "noisy"),
+        Check(f"coverage of noisy awake bins by noisy offline >= {MIN_COVERAGE}", ("coverage",), ("noisy",), ("noisy",),
+              lambda ds: ds["coverage"].sel(quiescent="noisy", waking="noisy"), MIN_COVERAGE, greater=True),
+        Check(f"noise-free offline output variance < {MAX_NOISE_FREE_VARIANCE[task]:g}", (variance,),
+              ("noise_free",), (), _offline(variance, "noise_free"), MAX_NOISE_FREE_VARIANCE[task]),
+        Check("KL(biased || biased awake) < KL(biased || noisy awake)", ("kl",), ("biased",), ("biased", "noisy"),
+              _kl("biased", "biased"), _kl("biased", "noisy")),
+        _kl_order("unconstrained", "untrained", "unconstrained"),
+        Check("coverage of unconstrained awake bins by unconstrained offline >= 0.5", ("coverage",), ("unconstrained",),
+              ("unconstrained",), lambda ds: ds["coverage"].sel(quiescent="unconstrained", waking="unconstrained"),
+              MIN_COVERAGE, greater=True),
+    ]
+    if task == "head_direction":
+        found += [
+            Check(f"{variant} offline mean resultant length < {MAX_RESULTANT_LENGTH}", ("mean_resultant_length",),
+                  (variant,), (), _offline("mean_resultant_length", variant), MAX_RESULTANT_LENGTH)
+            for variant in ("noisy", "unconstrained")
+        ]
+        found.append(
+            Check("noisy offline mean resultant length < noisy awake's (as uniform as awake)",
+                  ("mean_resultant_length", "waking_mean_resultant_length"), ("noisy",), ("noisy",),
+                  _offline("mean_resultant_length", "noisy"),
+                  lambda ds: ds["waking_mean_resultant_length"].sel(waking="noisy"))
+        )
+        found.append(
+            Check("biased (counter-clockwise) offline angular velocity > 0 rad/s", ("angular_velocity",),
+                  ("biased",), (), _offline("angular_velocity", "biased"), 0.0, greater=True)
+        )
+    return found
+
+
+def _applies(ds: xr.Dataset, check: Check) -> bool:
+    return (
+        all(variable in ds for variable in check.variables)
+        and set(check.quiescent) <= set(ds["quiescent"].values.tolist())
+        and set(check.waking) <= set(ds["waking"].values.tolist())
+    )
+
+
+def _task(ds: xr.Dataset) -> str:
+    """head_direction when the circuit has heading results, else path_integration."""
+    return "head_direction" if "heading_variance" in ds and bool(ds["heading_variance"].notnull().any()) else (
+        "path_integration"
+    )
+
+
+def report_rows(ds: xr.Dataset) -> list[dict[str, object]]:
+    """One row per circuit and applicable check: claim, median value / reference over seeds, seeds holding / seeds."""
+    rows = []
+    for circuit in ds["circuit"].values:
+        one = ds.sel(circuit=circuit)
+        if "variant" in one.dims:
+            one = one.squeeze("variant", drop=True)
+        for check in checks(_task(one)):
+            if not _applies(one, check):
+                continue
+            value = np.asarray(check.value(one).values, dtype=np.float64).reshape(-1)
+            reference = (
+                np.full_like(value, check.reference)
+                if isinstance(check.reference, float)
+                else np.asarray(check.reference(one).values, dtype=np.float64).reshape(-1)
+            )
+            valid = np.isfinite(value) & np.isfinite(reference)
+            if not valid.any():
+                continue
+            holds = value[valid] > reference[valid] if check.greater else value[valid] < reference[valid]
+            rows.append(
+                {
+                    "circuit": str(circuit),
+                    "claim": check.claim,
+                    "value": float(np.median(value[valid])),
+                    "reference": float(np.median(reference[valid])),
+                    "holds": int(holds.sum()),
+                    "seeds": int(valid.sum()),
+                }
+            )
+    return rows
+
+
+def report(ds: xr.Dataset) -> str:
+    """The rows of `report_rows` as a text table."""
+    rows = report_rows(ds)
+    if not rows:
+        return "no reactivation checks apply (the summary lacks the noisy / noise_free / biased variants)"
+    width = max(len(row["claim"]) for row in rows)
+    lines = [f"{'circuit':<18} {'claim':<{width}} {'median':>9} {'vs':>9}  holds"]
+    for row in rows:
+        lines.append(
+            f"{row['circuit']:<18} {row['claim']:<{width}} {row['value']:>9.4g} {row['reference']:>9.4g}  "
+            f"{row['holds']}/{row['seeds']} seeds"
+        )
+    return "\n".join(lines)
