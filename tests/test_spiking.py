@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -173,28 +174,47 @@ def test_interneurons_are_inhibitory_and_reach_only_e_units(make_spec):
 
 
 def test_normalized_twin_weights_read_back_and_noise_spares_interneurons_numpy_target(make_spec):
-    """Brian2 holds lambda x the circuit's whole matrix (interneurons included); the twin's interneurons fire;
-    quiescent rate noise is on model units only, read by the interneurons under state placement."""
-    from recircuit.spiking.simulate import initial_state, rate_noise_states, task_runs
+    """Brian2 holds lambda x the circuit's whole matrix, both pathways (model units -> I_rec, interneurons -> I_fast)
+    in one synapse matrix; the interneurons' spikes feed the fast current with their decay, the model units' the slow
+    one on every neuron; both currents start at steady state; the twin's interneurons fire; quiescent rate noise is
+    on model units only, read by the interneurons under state placement."""
+    from recircuit.spiking.simulate import initial_state, neuron_parameters, rate_noise_states, task_runs
 
     model, trajectories, _ = normalized_circuit(
         make_spec, overrides={"network.n_exc": 8, "network.n_inh": 4, "network.noise.recurrent_sd": 0.2}
     )
     circuit = rate_circuit_from_model(model, trajectories=trajectories)
-    n, k = circuit.n_model, circuit.n_norm
+    n, k, n_exc = circuit.n_model, circuit.n_norm, circuit.n_exc
     cal = calibrate_lif(1 / 100, (-6.0, 6.0), 5.0, CONSTANTS.threshold_gap_mV, CONSTANTS.tau_m_ms, 1.0)
+    p = neuron_parameters(circuit, cal)
+    tau = model.spec.network.tau_ms / 1000.0
+    np.testing.assert_array_equal(p.tau_syn_s, np.full(n + k, tau))  # I_rec: the model units' decay, everywhere
+    assert p.fast.tolist() == [False] * n + [True] * k and p.tau_fast_s == 0.01
     steps = 10
     runs, _ = task_runs(circuit, cal, trajectories.inputs[:1, :steps], trajectories.initial_rates[:1], [3], CONSTANTS)
     s0 = circuit.start_rates(trajectories.initial_rates[:1])[0]
-    brian, (r0, _) = initial_state(circuit, cal, s0, CONSTANTS, 3)
-    np.testing.assert_allclose(brian["I_rec"], circuit.recurrent @ s0)
+    brian, (r0, x0) = initial_state(circuit, cal, s0, CONSTANTS, 3)
+    np.testing.assert_allclose(brian["I_rec"], circuit.recurrent[:, :n] @ s0[:n], rtol=1e-12)
+    np.testing.assert_allclose(brian["I_fast"], circuit.recurrent[:, n:] @ s0[n:], rtol=1e-12)
+    np.testing.assert_allclose(brian["I_rec"] + brian["I_fast"], circuit.recurrent @ s0, rtol=1e-12, atol=1e-14)
+    assert (brian["I_fast"][:n_exc] < 0).all() and not brian["I_fast"][n_exc:].any()  # inhibition of E units only
+    np.testing.assert_allclose(brian["g_rise"], brian["I_rec"] / tau, rtol=1e-12)  # steady state: dI/dt = 0
+    np.testing.assert_allclose(brian["g_fast"], brian["I_fast"] / 0.01, rtol=1e-12)
     np.testing.assert_allclose(r0[n:] * cal.lambda_s, s0[n:])
+    np.testing.assert_allclose(x0, r0 / circuit.synaptic_tau_s)  # readout traces: each unit's own decay
     with SpikingNetwork(NetworkShape(n + k, steps, 0.02, 0.1), target="numpy") as net:
+        with pytest.raises(ValueError, match="no fast synaptic current"):
+            net.run(runs[0])  # interneurons flagged fast on a single-current network: refused, not filtered slowly
+    with SpikingNetwork(NetworkShape(n + k, steps, 0.02, 0.1, fast_synapses=True), target="numpy") as net:
         out = net.run(runs[0])
         read_back = net.synapse_matrix_s()
+        with pytest.raises(ValueError, match="needs NeuronParameters.fast"):
+            net.run(RunInputs(runs[0].weights_s, runs[0].drive, params(n + k), runs[0].initial_state, 3))
     np.testing.assert_allclose(read_back, cal.lambda_s * circuit.recurrent, rtol=1e-12, atol=0)
-    assert (read_back[:, n:] <= 0).all() and not read_back[model.n_exc :, n:].any()
+    assert (read_back[:, n:] <= 0).all() and (read_back[:n_exc, n:] < 0).any() and not read_back[n_exc:, n:].any()
+    assert (read_back[:, :n_exc] >= 0).all() and (read_back[:, n_exc:n] <= 0).all()
     assert np.isin(np.arange(n, n + k), out.spike_unit).all()  # every interneuron fires
+    assert (out.final_state["I_fast"][:n_exc] < 0).all() and not out.final_state["I_fast"][n_exc:].any()
     drive, state, sd = rate_noise_states(model, circuit, 3, 20, seed=0)
     assert sd > 0 and state[..., :n].any() and not state[..., n:].any()
     np.testing.assert_allclose(drive[:, 1:], state[:, :-1] @ circuit.recurrent.T, atol=1e-12)
@@ -298,6 +318,156 @@ def test_two_neuron_toy_excites_only_downstream_numpy_target():
         out = net.run(RunInputs(weights, drive_1, p, quiet_state(2), seed=0))
         assert (out.spike_unit == 1).sum() > 5 and (out.spike_unit == 0).sum() == 0
         assert out.final_state["I_rec"][0] == 0.0 and out.final_state["I_rec"][1] == 0.0
+
+
+# The single-current network as it was before the fast current existed: its binary and build key must not change.
+OLD_NEURON_EQUATIONS = """
+dv/dt = (v_rest - v + gain*(I_rec + I_ext(t,i) + bias) + offset)/tau_m + noise*twin_normal(key_high, key_low, t_in_timesteps)/sqrt(tau_m*dt) : volt (unless refractory)
+dI_rec/dt = -I_rec*syn_rate + g_rise : 1
+dg_rise/dt = -g_rise/tau_rise : Hz
+syn_rate : Hz (constant)
+spike_gain : Hz**2 (constant)
+bias : 1 (constant)
+gain : volt (constant)
+offset : volt (constant)
+noise : volt (constant)
+t_ref : second (constant)
+key_high : integer (constant)
+key_low : integer (constant)
+"""
+OLD_ON_PRE = "g_rise_post += w*spike_gain_post"
+
+
+def test_network_without_interneurons_keeps_its_equations_and_build_key():
+    import hashlib
+    import json
+
+    import brian2
+
+    from recircuit.spiking import network, noise
+
+    shape = NetworkShape(128, 50, 0.02, 0.1, copies=16)
+    assert (shape.equations, shape.on_pre) == (OLD_NEURON_EQUATIONS, OLD_ON_PRE)
+    assert shape.state_variables == ("v", "I_rec", "g_rise", "lastspike", "not_refractory")
+    old_payload = {
+        "equations": OLD_NEURON_EQUATIONS,
+        "reset": network.RESET,
+        "refractory": network.REFRACTORY,
+        "on_pre": OLD_ON_PRE,
+        "connect": network.CONNECT,
+        "noise_code": noise.CPP_CODE,
+        "compile_args": network.COMPILE_ARGS,
+        "constants": CONSTANTS.__dict__,
+        "shape": {"n_units": 128, "steps": 50, "step_s": 0.02, "dt_ms": 0.1, "copies": 16},
+        "brian2": brian2.__version__,
+    }
+    digest = hashlib.sha256(json.dumps(old_payload, sort_keys=True).encode()).hexdigest()[:12]
+    assert network.build_key(shape, CONSTANTS) == f"N128x16_{digest}"
+    fast = NetworkShape(128, 50, 0.02, 0.1, copies=16, fast_synapses=True)
+    assert network.build_key(fast, CONSTANTS) != network.build_key(shape, CONSTANTS)  # its own binary per size
+    assert "I_fast" in fast.equations and "is_fast_pre" in fast.on_pre
+    assert fast.state_variables[-2:] == ("I_fast", "g_fast")
+    with SpikingNetwork(NetworkShape(3, 2, 0.02, 0.1), target="numpy") as net:
+        assert "I_fast" not in net._objects["group"].variables and "g_fast" not in net.run(
+            RunInputs(np.zeros((3, 3)), np.zeros((2, 3)), params(3), quiet_state(3), seed=0)
+        ).final_state
+
+
+def euler_current(spike_time_s, jump, decay_s, shape):
+    """The synaptic current (and rise variable) at the end of a run, by Brian's Euler steps: each step updates
+    dI/dt = -I/decay + g, dg/dt = -g/tau_rise, then the spikes of that step add ``jump`` to g."""
+    dt, tau_rise = shape.dt_ms * 1e-3, CONSTANTS.tau_rise_ms * 1e-3
+    per_step = np.bincount(np.rint(np.asarray(spike_time_s) / dt).astype(int), minlength=round(shape.duration_s / dt))
+    current = rise = 0.0
+    for count in per_step:
+        current, rise = current + dt * (-current / decay_s + rise), rise - dt * rise / tau_rise
+        rise += jump * count
+    return current, rise
+
+
+def fast_toy(net):
+    """Neuron 0: an E model unit (slow decay 100 ms); neuron 1: a normalization interneuron (fast decay 10 ms),
+    1 -> 0 inhibitory, 0 -> 1 excitatory; any further neurons idle. Run A: only the interneuron fires (strong drive
+    in the first step only); run B: only the E unit fires. Returns both outputs and the weights."""
+    n, steps = net.shape.n_units, net.shape.steps
+    weights = np.zeros((n, n))
+    weights[0, 1], weights[1, 0] = -0.02, 0.03  # post x pre
+    fast = np.zeros(n, dtype=bool)
+    fast[1] = True
+    p = NeuronParameters(np.full(n, 0.1), np.zeros(n), 10.0, 10.0, 0.0, 5.0, fast=fast, tau_fast_s=0.01)
+    outputs = []
+    for firing in (1, 0):
+        drive = np.full((steps, n), -3.0)
+        drive[0, firing] = 3.0
+        state = quiet_state(n) | {"I_fast": np.zeros(n), "g_fast": np.zeros(n)}
+        outputs.append(net.run(RunInputs(weights, drive, p, state, seed=0)))
+    return outputs, weights
+
+
+def check_fast_toy(outputs, weights, shape, rtol):
+    """Each synapse decays with its presynaptic neuron's constant: the interneuron's spikes reach the E unit's fast
+    current (10 ms), the E unit's spikes the interneuron's slow current (100 ms), nothing else."""
+    tau_rise = CONSTANTS.tau_rise_ms * 1e-3
+    (inter, exc) = outputs
+    assert set(inter.spike_unit) == {1} and set(exc.spike_unit) == {0} and inter.spike_unit.size >= 2
+    cases = (
+        (inter, 0, "I_fast", "g_fast", weights[0, 1], 0.01, 0.1),  # interneuron -> E: fast decay (not E's 100 ms)
+        (exc, 1, "I_rec", "g_rise", weights[1, 0], 0.1, 0.01),  # E -> interneuron: slow decay (not its own 10 ms)
+    )
+    for out, post, current, rise, w, decay, wrong in cases:
+        expected = euler_current(out.spike_time_s, w / (decay * tau_rise), decay, shape)
+        np.testing.assert_allclose([out.final_state[current][post], out.final_state[rise][post]], expected, rtol=rtol)
+        other, _ = euler_current(out.spike_time_s, w / (wrong * tau_rise), wrong, shape)
+        assert abs(other - expected[0]) > 0.5 * abs(expected[0])  # the other decay would be far off
+        for name in ("I_rec", "g_rise", "I_fast", "g_fast"):  # every other current stays empty
+            received = out.final_state[name].copy()
+            if name in (current, rise):
+                received[post] = 0.0
+            assert not received.any(), name
+
+
+def test_each_synapse_decays_with_its_presynaptic_neuron_numpy_target():
+    shape = NetworkShape(2, 3, 0.02, 0.1, fast_synapses=True)
+    with SpikingNetwork(shape, target="numpy") as net:
+        outputs, weights = fast_toy(net)
+    check_fast_toy(outputs, weights, shape, rtol=1e-9)
+
+
+def test_cpp_standalone_fast_synapses_match_the_numpy_target_through_run_args(make_spec, tmp_path):
+    """The two-current network compiled: the toy's decays; the normalized circuit's weights read back (both
+    pathways) and its spikes equal the numpy target's; the fast flags are per-run arrays (no rebuild)."""
+    from recircuit.spiking.simulate import task_runs
+
+    model, trajectories, _ = normalized_circuit(make_spec, overrides={"network.n_exc": 8, "network.n_inh": 4})
+    circuit = rate_circuit_from_model(model, trajectories=trajectories)
+    n_exc = circuit.n_exc
+    cal = calibrate_lif(1 / 100, (-6.0, 6.0), 5.0, CONSTANTS.threshold_gap_mV, CONSTANTS.tau_m_ms, 1.0)
+    runs, _ = task_runs(circuit, cal, trajectories.inputs[:2, :10], trajectories.initial_rates[:2], [3, 4], CONSTANTS)
+    empty = {"I_fast": np.zeros(circuit.n_units), "g_fast": np.zeros(circuit.n_units)}
+    unflagged = RunInputs(
+        runs[0].weights_s, runs[0].drive, replace(runs[0].parameters, fast=np.zeros(circuit.n_units, dtype=bool)),
+        {**runs[0].initial_state, **empty}, 3,
+    )  # fmt: skip
+    shape = NetworkShape(circuit.n_units, 10, 0.02, 0.1, copies=2, fast_synapses=True)
+    results = {}
+    for target in ("numpy", "cpp_standalone"):
+        with SpikingNetwork(shape, CONSTANTS, target, tmp_path / "build", keep_synapses=True) as net:
+            together = net.run_batch(runs)
+            np.testing.assert_allclose(net.synapse_matrix_s(1), cal.lambda_s * circuit.recurrent, rtol=1e-12, atol=0)
+            results[target] = [*together, net.run(unflagged)]
+            if target == "cpp_standalone":
+                assert net.info.compiled
+                toy, toy_weights = fast_toy(net)
+    check_fast_toy(toy, toy_weights, shape, rtol=1e-6)  # -ffast-math
+    for a, b in zip(results["numpy"], results["cpp_standalone"]):
+        assert a.spike_unit.size > 0
+        assert np.array_equal(a.spike_unit, b.spike_unit) and np.allclose(a.spike_time_s, b.spike_time_s, atol=1e-9)
+        for key in ("I_rec", "g_rise", "I_fast", "g_fast", "v"):
+            np.testing.assert_allclose(b.final_state[key], a.final_state[key], rtol=1e-6, atol=1e-9)
+    flagged, unflagged_out = results["cpp_standalone"][0], results["cpp_standalone"][2]
+    assert (flagged.final_state["I_fast"][:n_exc] < 0).all()
+    assert not unflagged_out.final_state["I_fast"].any()  # no fast neuron: the fast current stays empty
+    assert not np.array_equal(flagged.spike_time_s, unflagged_out.spike_time_s)
 
 
 def test_run_inputs_are_checked_numpy_target():

@@ -27,8 +27,10 @@ sigmoid is linear). m_k is the midpoint of the interneuron's activity between it
 rate trajectories, c_k = Y / half that range, Y = ``normalization_current`` (spiking.normalization_current): a larger
 Y modulates the interneuron's firing more (sigmoid 0.27..0.73 of the maximum rate at Y = 1, better against spike
 noise) but adds more linearisation error (sigmoid(y) - 1/2 - y/4 ~ -y^3/48, relative -y^2/12; the E current error
-scales as Y^2). In the rate equivalent the interneurons stay instantaneous (`RateCircuit.interneuron_rates`); their
-time constant in the twin is spiking.normalization_tau_ms (see `recircuit.spiking.simulate`).
+scales as Y^2). In the rate equivalent the interneurons stay instantaneous (`RateCircuit.interneuron_rates`). In
+the twin every synapse is filtered with its presynaptic unit's decay (exact, as h_j = lambda r_j with r_j filtered by
+unit j's kernel; `recircuit.spiking.network`): the interneurons read the model units through the model units' kernel
+and reach the E units through their own short one, of decay spiking.normalization_tau_ms.
 ``divisive`` is refused: it divides the drive by sqrt(B_EI (B_IX x)^2), the SD of a signed projection (B_IX has
 both signs on every presynaptic unit, so it is not Dale's law), and a synapse adds current, it cannot divide the
 drive. Error normalization (``errors``) and the homeostatic loss act only in training and convert trivially.
@@ -123,7 +125,9 @@ class RateCircuit:
     output: np.ndarray  # (n_outputs, units); zero on interneurons
     output_bias: np.ndarray  # (n_outputs,)
     tau_s: np.ndarray  # (units,) time constant of each unit, s (a = step_s / tau_s); interneurons: their synaptic decay
-    synaptic_tau_s: np.ndarray  # (units,) decay of the twin's synaptic kernel, s
+    # (units,) decay of the twin's kernel of each unit's spikes, s: on every synapse the unit makes (presynaptic
+    # decay) and in its readout trace
+    synaptic_tau_s: np.ndarray
     n_exc: int
     n_inh: int
     dale: bool
@@ -270,7 +274,7 @@ def rate_circuit_from_model(
     ``synaptic_tau``: 'rate_tau' (Kim et al.: the synaptic decay is the unit's tau) or 'discrete_matched'
     (see `synaptic_decay_s`). A circuit with subtractive normalization also needs ``trajectories`` of the model
     (e.g. the lambda-search trials) to set its interneurons' operating range, maps that range onto currents
-    [-``normalization_current``, +``normalization_current``] and gives them the synaptic decay
+    [-``normalization_current``, +``normalization_current``] and gives their synapses onto the E units the decay
     ``normalization_tau_s`` (see the module docstring)."""
     spec = model.spec
     check_convertible(spec, model.state_dict().keys())

@@ -2,16 +2,37 @@
 
 One neuron per rate unit (and per normalization interneuron of a subtractive circuit), one dense ``Synapses`` object
 (every pre -> post pair connected in pre-major order, zeros kept, so one compiled binary serves every weight matrix of
-that size), an event-driven double-exponential synaptic filter with the *postsynaptic* decay constant (Kim, Li &
-Sejnowski 2019, code version), and the input drive ``W_in u(t)`` through a 2-D ``TimedArray`` that holds each rate
-step's value for one rate step.
+that size), an event-driven double-exponential synaptic filter, and the input drive ``W_in u(t)`` through a 2-D
+``TimedArray`` that holds each rate step's value for one rate step.
 
 Membrane (mV, s)::
 
     tau_m dv/dt = v_rest - v + gain (I_rec + I_ext(t, i) + bias) + offset + noise sqrt(tau_m) xi   (unless refractory)
     I_rec = sum_j w_ij r_ij        (dimensionless: w = lambda W_rec in s, r_ij the filtered spike train of j in Hz)
 
-The readout trace r (each neuron's own spikes through the same unit-area kernel, Hz; read out as lambda W_out r)
+Synaptic filter. The rate model's h_j is lambda r_j, r_j being unit j's spikes through a unit-area kernel
+K_j(s) = (exp(-s/tau_j) - exp(-s/tau_rise)) / (tau_j - tau_rise) whose decay tau_j is unit j's own, so a synapse from j
+is exact when it is filtered with the *presynaptic* decay tau_j, whoever receives it. Brian2 filters the sum of a
+neuron's inputs in one state variable whose decay is the receiving neuron's, so the twin holds one current per
+presynaptic decay:
+
+* networks without normalization interneurons (``NetworkShape.fast_synapses = False``): one current I_rec with the
+  decay ``syn_rate = 1/tau_syn`` of each neuron (Kim, Li & Sejnowski 2019's code filters with the postsynaptic
+  decay, which is the same thing here, as every model unit has the same tau);
+* with interneurons (``fast_synapses = True``): I_rec (decay of the model units, the same for every neuron,
+  interneurons included) receives the spikes of the model units, and a second current I_fast, with its own rise
+  variable and the interneurons' short decay (``NeuronParameters.tau_fast_s``), receives the spikes of the neurons
+  flagged ``NeuronParameters.fast`` (the interneurons). Interneurons then read lambda r = h of the model units, and
+  E units read the interneurons through their fast kernel, nearly instantaneous as in the rate model::
+
+      tau_m dv/dt = ... gain (I_rec + I_fast + I_ext(t, i) + bias) ...
+      on a spike of j:  g_rise_i += w_ij (1 - is_fast_j) / (tau_syn_i tau_rise)
+                        g_fast_i += w_ij is_fast_j / (tau_fast_i tau_rise)
+
+  The flags and the fast decay are per-run arrays (``run_args``), so one binary per size serves every circuit; the
+  equations without interneurons are unchanged, and so are their binary and build key.
+
+The readout trace r (each neuron's own spikes through its own kernel K_j, Hz; read out as lambda W_out r)
 is computed exactly from the recorded spike times (`filter_spikes`), so the network has a single clock: Brian2
 writes clocks into main.cpp in set order, and a second clock made the generated code, hence the binary, differ
 from one process to the next.
@@ -55,6 +76,7 @@ import numpy as np
 from recircuit.spiking import noise
 
 STATE_VARIABLES = ("v", "I_rec", "g_rise", "lastspike", "not_refractory")
+FAST_STATE_VARIABLES = ("I_fast", "g_fast")  # the fast current and its rise variable (NetworkShape.fast_synapses)
 PARAMETERS = ("syn_rate", "spike_gain", "bias", "gain", "offset", "noise", "t_ref")
 
 # Brian2 equations in the names used above; units are Brian units (volt, second, Hz). The noise term is Euler-
@@ -73,8 +95,33 @@ t_ref : second (constant)
 key_high : integer (constant)
 key_low : integer (constant)
 """
+# With normalization interneurons (NetworkShape.fast_synapses): a second current I_fast, fed by the neurons flagged
+# is_fast (0 or 1), decaying at fast_rate; I_rec is fed by the others. Everything else as NEURON_EQUATIONS.
+FAST_NEURON_EQUATIONS = """
+dv/dt = (v_rest - v + gain*(I_rec + I_fast + I_ext(t,i) + bias) + offset)/tau_m + noise*twin_normal(key_high, key_low, t_in_timesteps)/sqrt(tau_m*dt) : volt (unless refractory)
+dI_rec/dt = -I_rec*syn_rate + g_rise : 1
+dg_rise/dt = -g_rise/tau_rise : Hz
+dI_fast/dt = -I_fast*fast_rate + g_fast : 1
+dg_fast/dt = -g_fast/tau_rise : Hz
+syn_rate : Hz (constant)
+spike_gain : Hz**2 (constant)
+fast_rate : Hz (constant)
+fast_gain : Hz**2 (constant)
+is_fast : 1 (constant)
+bias : 1 (constant)
+gain : volt (constant)
+offset : volt (constant)
+noise : volt (constant)
+t_ref : second (constant)
+key_high : integer (constant)
+key_low : integer (constant)
+"""
 RESET = "v = v_reset"
 ON_PRE = "g_rise_post += w*spike_gain_post"
+FAST_ON_PRE = """
+g_rise_post += w*spike_gain_post*(1 - is_fast_pre)
+g_fast_post += w*fast_gain_post*is_fast_pre
+"""
 CONNECT = "k for k in range(n_units*(i//n_units), n_units*(i//n_units) + n_units)"  # all pairs within a copy
 # Refractory while less than t_ref has passed, with t_ref = (whole steps of the refractory period - 1/2) dt: the
 # same steps as Brian's own rule for refractory="t_ref" (timestep(t - lastspike) < timestep(t_ref)), without its
@@ -111,6 +158,9 @@ class NetworkShape:
     step_s: float  # length of one rate step (the TimedArray step), s
     dt_ms: float  # integration step, ms
     copies: int = 1  # independent copies of the network simulated side by side in one run
+    # a second, fast synaptic current for the spikes of neurons flagged NeuronParameters.fast (normalization
+    # interneurons); False: today's single-current network (see the module docstring)
+    fast_synapses: bool = False
 
     @property
     def duration_s(self) -> float:
@@ -120,17 +170,37 @@ class NetworkShape:
     def n_neurons(self) -> int:
         return self.n_units * self.copies
 
+    @property
+    def state_variables(self) -> tuple[str, ...]:
+        """The Brian2 state of a neuron: STATE_VARIABLES, plus FAST_STATE_VARIABLES with fast synapses."""
+        return STATE_VARIABLES + (FAST_STATE_VARIABLES if self.fast_synapses else ())
+
+    @property
+    def equations(self) -> str:
+        return FAST_NEURON_EQUATIONS if self.fast_synapses else NEURON_EQUATIONS
+
+    @property
+    def on_pre(self) -> str:
+        return FAST_ON_PRE if self.fast_synapses else ON_PRE
+
 
 @dataclass(frozen=True)
 class NeuronParameters:
-    """Per-run neuron parameters; scalars apply to every neuron, arrays have one value per neuron."""
+    """Per-run neuron parameters; scalars apply to every neuron, arrays have one value per neuron.
 
-    tau_syn_s: np.ndarray  # synaptic (= rate unit) decay constant per neuron, s
+    ``tau_syn_s`` is the decay of the neuron's current I_rec; it must be the decay of the units whose spikes I_rec
+    receives (the model units: the same for every neuron when there are interneurons). ``fast`` and ``tau_fast_s``
+    only with ``NetworkShape.fast_synapses``: the neurons whose spikes go to the fast current I_fast instead, and
+    its decay (one value or per neuron; the fast neurons' own decay)."""
+
+    tau_syn_s: np.ndarray  # decay of the synaptic current I_rec per neuron, s
     bias: np.ndarray  # rate-model bias b per neuron (dimensionless current)
     gain_mV: float  # mV of membrane drive per unit of rate-model current
     offset_mV: float  # constant membrane drive above rest, mV
     noise_mV: float  # sigma of the membrane noise (free-membrane SD = sigma / sqrt 2), mV
     refractory_ms: float  # absolute refractory period, ms
+    fast: np.ndarray | None = None  # (neurons,) bool: spikes feed I_fast (normalization interneurons)
+    tau_fast_s: float | np.ndarray | None = None  # decay of the fast current I_fast, s
 
 
 @dataclass(frozen=True)
@@ -140,7 +210,8 @@ class RunInputs:
     weights_s: np.ndarray  # (post, pre) recurrent weights lambda W_rec, s
     drive: np.ndarray  # (steps, n_units) input current W_in u per rate step (dimensionless)
     parameters: NeuronParameters
-    initial_state: Mapping[str, np.ndarray]  # STATE_VARIABLES: v mV, I_rec 1, g_rise Hz, lastspike s, bool
+    # NetworkShape.state_variables: v mV, I_rec 1, g_rise Hz, lastspike s, not_refractory bool (I_fast 1, g_fast Hz)
+    initial_state: Mapping[str, np.ndarray]
     seed: int  # membrane-noise seed of this run (0 <= seed < 2**64)
 
 
@@ -148,7 +219,7 @@ class RunInputs:
 class RunOutput:
     spike_unit: np.ndarray  # (n_spikes,) neuron index
     spike_time_s: np.ndarray  # (n_spikes,) time since the run start, s
-    final_state: dict[str, np.ndarray]  # STATE_VARIABLES at the end, lastspike relative to the end (<= 0)
+    final_state: dict[str, np.ndarray]  # state_variables at the end, lastspike relative to the end (<= 0)
     wall_s: float  # wall time of the run call that simulated this run (shared by the runs of one batch), s
     binary_s: float | None = None  # cpp_standalone: simulation time inside the binary (Brian's timer), s
 
@@ -177,20 +248,24 @@ def default_copies(n_units: int) -> int:
 
 
 def build_key(shape: NetworkShape, constants: LIFConstants) -> str:
-    """``N<units>x<copies>_<hash>``: a folder name unique to everything compiled into the binary."""
+    """``N<units>x<copies>_<hash>``: a folder name unique to everything compiled into the binary.
+
+    ``fast_synapses`` enters through the equations (and stays out of the shape's fields), so the key of a network
+    without interneurons is the one it had before the fast current existed."""
     import brian2
 
+    shape_fields = {k: v for k, v in shape.__dict__.items() if k != "fast_synapses"}
     payload = json.dumps(
         {
-            "equations": NEURON_EQUATIONS,
+            "equations": shape.equations,
             "reset": RESET,
             "refractory": REFRACTORY,
-            "on_pre": ON_PRE,
+            "on_pre": shape.on_pre,
             "connect": CONNECT,
             "noise_code": noise.CPP_CODE,
             "compile_args": COMPILE_ARGS,
             "constants": constants.__dict__,
-            "shape": shape.__dict__,
+            "shape": shape_fields,
             "brian2": brian2.__version__,
         },
         sort_keys=True,
@@ -245,9 +320,22 @@ def _check_run_inputs(shape: NetworkShape, inputs: RunInputs) -> None:
         raise ValueError(f"weights_s has shape {inputs.weights_s.shape}, expected ({n}, {n}) (post x pre)")
     if inputs.drive.shape != (shape.steps, n):
         raise ValueError(f"drive has shape {inputs.drive.shape}, expected ({shape.steps}, {n}) (steps x units)")
-    missing = [k for k in STATE_VARIABLES if k not in inputs.initial_state]
+    missing = [k for k in shape.state_variables if k not in inputs.initial_state]
     if missing:
         raise ValueError(f"initial_state lacks {', '.join(missing)}")
+    fast, tau_fast = inputs.parameters.fast, inputs.parameters.tau_fast_s
+    if shape.fast_synapses:
+        if fast is None or tau_fast is None:
+            raise ValueError(
+                "a network with fast synapses (NetworkShape.fast_synapses) needs NeuronParameters.fast and tau_fast_s"
+            )
+        if not np.all(np.asarray(tau_fast) > 0):
+            raise ValueError(f"tau_fast_s must be > 0 s, got {tau_fast}")
+    elif fast is not None and np.any(fast):
+        raise ValueError(
+            "NeuronParameters.fast flags neurons, but the network has no fast synaptic current "
+            "(NetworkShape(..., fast_synapses=True)): their spikes would be filtered with the slow decay"
+        )
     if not 0 <= int(inputs.seed) < 2**64:
         raise ValueError(f"seed {inputs.seed} must be in [0, 2**64)")
     for name, value in (("weights_s", inputs.weights_s), ("drive", inputs.drive)):
@@ -262,6 +350,22 @@ def _check_run_inputs(shape: NetworkShape, inputs: RunInputs) -> None:
 def _per_neuron(value: Any, n: int) -> np.ndarray:
     array = np.broadcast_to(np.asarray(value, dtype=np.float64), (n,))
     return np.ascontiguousarray(array)
+
+
+def resting_state(shape: NetworkShape, v_mV: float | np.ndarray) -> dict[str, np.ndarray]:
+    """Initial state of ``shape.n_units`` neurons at membrane potential ``v_mV`` (mV) with no synaptic current, not
+    refractory (every entry of ``shape.state_variables``)."""
+    n = shape.n_units
+    state = {
+        "v": np.array(np.broadcast_to(np.asarray(v_mV, dtype=np.float64), (n,))),
+        "I_rec": np.zeros(n),
+        "g_rise": np.zeros(n),
+        "lastspike": np.full(n, -1e4),
+        "not_refractory": np.ones(n, dtype=bool),
+    }
+    if shape.fast_synapses:
+        state.update({"I_fast": np.zeros(n), "g_fast": np.zeros(n)})
+    return state
 
 
 @contextlib.contextmanager
@@ -386,7 +490,7 @@ class SpikingNetwork:
         }
         group = b2.NeuronGroup(
             shape.n_neurons,
-            NEURON_EQUATIONS,
+            shape.equations,
             threshold="v > v_threshold",
             reset=RESET,
             refractory=REFRACTORY,
@@ -396,7 +500,7 @@ class SpikingNetwork:
             name="lif",
         )
         synapses = b2.Synapses(
-            group, group, "w : second", on_pre=ON_PRE, namespace=namespace, clock=clock, name="recurrent"
+            group, group, "w : second", on_pre=shape.on_pre, namespace=namespace, clock=clock, name="recurrent"
         )
         # Every pre -> post pair within a copy, created in order of pre, then post (so copy c holds synapses
         # c N^2 .. (c+1) N^2 - 1, pre-major). A generator rather than index arrays: no K N^2 static arrays to load.
@@ -528,14 +632,9 @@ class SpikingNetwork:
     def _idle(self) -> RunInputs:
         """A copy that never spikes: no weights, drive, gain or noise; at rest."""
         n, c = self.shape.n_units, self.constants
-        params = NeuronParameters(np.full(n, 0.1), np.zeros(n), 0.0, 0.0, 0.0, max(self.shape.dt_ms, 1.0))
-        state = {
-            "v": np.full(n, c.v_rest_mV),
-            "I_rec": np.zeros(n),
-            "g_rise": np.zeros(n),
-            "lastspike": np.full(n, -1e4),
-            "not_refractory": np.ones(n, dtype=bool),
-        }
+        fast = {"fast": np.zeros(n, dtype=bool), "tau_fast_s": 0.01} if self.shape.fast_synapses else {}
+        params = NeuronParameters(np.full(n, 0.1), np.zeros(n), 0.0, 0.0, 0.0, max(self.shape.dt_ms, 1.0), **fast)
+        state = resting_state(self.shape, c.v_rest_mV)
         return RunInputs(np.zeros((n, n)), np.zeros((self.shape.steps, n)), params, state, seed=0)
 
     def _values(self, batch: Sequence[RunInputs]) -> dict[str, np.ndarray | _Weights]:
@@ -568,6 +667,19 @@ class SpikingNetwork:
             "I_ext.values": np.concatenate([np.asarray(r.drive, dtype=np.float64) for r in runs], axis=1),
             "recurrent.w": _Weights(tuple(r.weights_s for r in runs)),
         }
+        if self.shape.fast_synapses:
+            tau_fast = stack(lambda r: r.parameters.tau_fast_s)
+            values.update(
+                {
+                    "lif.fast_rate": 1.0 / tau_fast,
+                    "lif.fast_gain": 1.0 / (tau_fast * tau_rise_s),
+                    "lif.is_fast": np.concatenate(
+                        [np.broadcast_to(np.asarray(r.parameters.fast, dtype=bool), (n,)) for r in runs]
+                    ).astype(np.float64),
+                    "lif.I_fast": stack(lambda r: r.initial_state["I_fast"]),
+                    "lif.g_fast": stack(lambda r: r.initial_state["g_fast"]),
+                }
+            )
         return values
 
     def _run_standalone(self, values: Mapping[str, Any]) -> float:
@@ -622,6 +734,9 @@ class SpikingNetwork:
             "lastspike": np.asarray(group.lastspike[:] / b2.second, dtype=np.float64) - end,
             "not_refractory": np.asarray(group.not_refractory[:], dtype=bool),
         }
+        if self.shape.fast_synapses:
+            final["I_fast"] = np.asarray(group.I_fast[:], dtype=np.float64)
+            final["g_fast"] = np.asarray(group.g_fast[:] / b2.Hz, dtype=np.float64)
         copy = unit // n
         outputs = []
         for c in range(n_runs):

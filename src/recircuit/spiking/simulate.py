@@ -32,14 +32,13 @@ and separately over the normalization interneurons).
 Subtractive normalization (`convert.py`): the interneurons are n_I extra LIF neurons after the n model units
 (population 'I_norm'), set up from the search trials (computed once, for the interneurons' range and the lambda
 search). The rate equivalent keeps them instantaneous (`simulate_rate_circuit`, `rate_currents`: their rates at
-step t come from [s_{t-1}; u_t] and enter the E current of step t). In the twin every synapse decays with the
-*postsynaptic* neuron's constant (`network.py`): an interneuron reads the model units through a short kernel
-(spiking.normalization_tau_ms), so it follows their firing phi(x)/lambda rather than h, and an E unit reads the
-interneurons through its own kernel tau. For the (near-linear) interneurons the two filters commute: the E units
-receive W_EI W_IX h as in the rate model, about normalization_tau_ms later; only the input part W_EI W_IX,u u_t
-reaches them low-pass filtered by tau. The interneurons' correlation is taken against their rate-equivalent rate
-(from h, not from phi(x)), which they follow less closely than the model units follow h. Their start state: rates
-at h0 with zero input.
+step t come from [s_{t-1}; u_t] and enter the E current of step t). In the twin every synapse is filtered with its
+*presynaptic* unit's decay (`network.py`, `neuron_parameters`), which is what h_j = lambda r_j means: an interneuron
+reads the model units through their kernel tau, i.e. reads h as in W_IX [h_{t-1}; u_t; 1], and an E unit reads the
+interneurons through their short kernel (spiking.normalization_tau_ms, a second synaptic current), so the inhibition
+W_EI W_IX [h; u; 1] reaches it about normalization_tau_ms after the interneurons fire, input part included, as
+from the rate model's instantaneous interneurons. The interneurons' correlation is taken against their rate-equivalent rate. Their start state: rates
+at h0 with zero input, both synaptic currents at steady state.
 """
 
 from __future__ import annotations
@@ -48,7 +47,7 @@ import math
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +77,7 @@ from recircuit.spiking.network import (
     SpikingNetwork,
     default_copies,
     filter_spikes,
+    resting_state,
 )
 
 SPIKING_FILE = "spiking.nc"
@@ -216,14 +216,43 @@ class SpikingTrials:
     n_spikes: int
 
 
+@dataclass(frozen=True)
+class SynapticDecays:
+    """The twin's synaptic currents: each is fed by the units of one decay, so every synapse is filtered with its
+    presynaptic unit's decay (`network.py`)."""
+
+    slow_s: np.ndarray  # (n_units,) decay of I_rec, per neuron: the model units' decay
+    fast: np.ndarray | None  # (n_units,) bool: neurons whose spikes feed I_fast (the interneurons); None: no I_fast
+    fast_s: float | None  # decay of I_fast: the interneurons' decay
+
+
+def synaptic_decays(circuit: RateCircuit) -> SynapticDecays:
+    """Without interneurons: one current with each unit's own decay (as Kim et al.; all model units share it).
+    With interneurons: I_rec with the model units' decay on every neuron, I_fast with the interneurons'."""
+    if not circuit.n_norm:
+        return SynapticDecays(circuit.synaptic_tau_s, None, None)
+    n = circuit.n_model
+    model_tau, norm_tau = np.unique(circuit.synaptic_tau_s[:n]), np.unique(circuit.synaptic_tau_s[n:])
+    if model_tau.size != 1 or norm_tau.size != 1:
+        raise ValueError(
+            "a twin with normalization interneurons needs one synaptic decay for all model units and one for all "
+            f"interneurons (got {model_tau} s and {norm_tau} s): a neuron's synaptic currents are one per decay"
+        )
+    fast = np.arange(circuit.n_units) >= n
+    return SynapticDecays(np.full(circuit.n_units, model_tau[0]), fast, float(norm_tau[0]))
+
+
 def neuron_parameters(circuit: RateCircuit, cal: LIFCalibration) -> NeuronParameters:
+    decays = synaptic_decays(circuit)
     return NeuronParameters(
-        tau_syn_s=circuit.synaptic_tau_s,
+        tau_syn_s=decays.slow_s,
         bias=circuit.bias,
         gain_mV=cal.gain_mV,
         offset_mV=cal.offset_mV,
         noise_mV=cal.noise_mV,
         refractory_ms=cal.refractory_ms,
+        fast=decays.fast,
+        tau_fast_s=decays.fast_s,
     )
 
 
@@ -233,18 +262,26 @@ def initial_state(
     """Brian2 state and readout-filter state of one trial that start from sigmoid rates ``s0`` (n_units: interneurons
     included, `RateCircuit.start_rates`) in steady state.
 
-    I_rec = W s0 (its rise variable at steady state), r = s0 / lambda; v uniform between reset and threshold.
+    I_rec = W s0 (with interneurons: W[:, model] s0[model], and I_fast = W[:, interneurons] s0[interneurons]), rise
+    variables at steady state (current / decay), r = s0 / lambda; v uniform between reset and threshold.
     """
     rng = np.random.default_rng(seed)
-    current = circuit.recurrent @ s0
+    decays = synaptic_decays(circuit)
     r0 = s0 / cal.lambda_s
     brian = {
         "v": rng.uniform(constants.v_reset_mV, constants.v_threshold_mV, circuit.n_units),
-        "I_rec": current,
-        "g_rise": current / circuit.synaptic_tau_s,
         "lastspike": np.full(circuit.n_units, -1e4),
         "not_refractory": np.ones(circuit.n_units, dtype=bool),
     }
+    if decays.fast is None:
+        current = circuit.recurrent @ s0
+        brian.update({"I_rec": current, "g_rise": current / decays.slow_s})
+    else:
+        n = circuit.n_model
+        slow, fast = circuit.recurrent[:, :n] @ s0[:n], circuit.recurrent[:, n:] @ s0[n:]
+        brian.update(
+            {"I_rec": slow, "g_rise": slow / decays.slow_s, "I_fast": fast, "g_fast": fast / decays.fast_s}
+        )
     return brian, (r0, r0 / circuit.synaptic_tau_s)
 
 
@@ -432,19 +469,13 @@ def measure_fi(
     for at least ``seconds`` of simulated time."""
     n, shape = circuit.n_units, net.shape
     currents = np.linspace(cal.current_low, cal.current_high, n)
-    params = NeuronParameters(circuit.synaptic_tau_s, np.zeros(n), cal.gain_mV, cal.offset_mV, cal.noise_mV, cal.refractory_ms)
+    params = replace(neuron_parameters(circuit, cal), bias=np.zeros(n))
     repeats = max(1, math.ceil(seconds / shape.duration_s - 1e-9))
     runs = []
     for k in range(repeats):
         seed = run_seed(base_seed, "fi", k)
         rng = np.random.default_rng(seed)
-        brian = {
-            "v": rng.uniform(constants.v_reset_mV, constants.v_threshold_mV, n),
-            "I_rec": np.zeros(n),
-            "g_rise": np.zeros(n),
-            "lastspike": np.full(n, -1e4),
-            "not_refractory": np.ones(n, dtype=bool),
-        }
+        brian = resting_state(shape, rng.uniform(constants.v_reset_mV, constants.v_threshold_mV, n))
         drive = np.broadcast_to(currents, (shape.steps, n)).copy()
         runs.append(RunInputs(np.zeros((n, n)), drive, params, brian, seed))
     counts = np.zeros(n)
@@ -655,7 +686,7 @@ def spike(
     # One binary per network size for everything: search, f-I check, task trials and quiescence (in chunks of one
     # trial length), ``copies`` trials side by side per Brian2 run.
     copies = sp.copies or default_copies(circuit.n_units)
-    shape = NetworkShape(circuit.n_units, steps, spec.task.dt_s, sp.dt_ms, copies)
+    shape = NetworkShape(circuit.n_units, steps, spec.task.dt_s, sp.dt_ms, copies, fast_synapses=circuit.n_norm > 0)
     build_root = Path(build_dir) if build_dir is not None else run_dir / ".brian_build"
     meta = model.meta
     timer = time.perf_counter()
@@ -932,7 +963,8 @@ def _dataset(
         "tau_rise": scalar(constants.tau_rise_ms, "synaptic rise time", "ms"),
         "tau_synapse": label(
             xr.DataArray(circuit.synaptic_tau_s * 1000.0, dims="unit"),
-            "synaptic decay constant (spiking.synaptic_tau: rate tau or discrete-matched)",
+            "decay of the synaptic kernel of the unit's spikes, on every synapse it makes and in its readout trace "
+            "(spiking.synaptic_tau: rate tau or discrete-matched; interneurons: spiking.normalization_tau_ms)",
             "ms",
         ),
         "calibration_current_low": scalar(op_range[0], "operating range of the f-I fit, lower current", "1"),
