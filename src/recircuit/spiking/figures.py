@@ -84,7 +84,8 @@ def raster(run: xr.Dataset, name: str, out_dir: Path) -> list[Path]:
             window = float(run["time"].values[-1])  # as long as a task trial
             keep = times <= window
             times, units = times[keep], units[keep]
-        ax.scatter(times, units, s=0.6, c=_population_colour(run, units), marker="|", linewidths=0.5)
+        # rasterized: tens of thousands of ticks drawn as vectors make a slow, heavy PDF
+        ax.scatter(times, units, s=0.6, c=_population_colour(run, units), marker="|", linewidths=0.5, rasterized=True)
         ax.set(xlabel="time (s)", ylabel="neuron", title=title, ylim=(-1, run.sizes["unit"]))
     present = {str(p) for p in run["population"].values}
     for population, text in POPULATION_LEGEND.items():
