@@ -97,24 +97,14 @@ key_low : integer (constant)
 """
 # With normalization interneurons (NetworkShape.fast_synapses): a second current I_fast, fed by the neurons flagged
 # is_fast (0 or 1), decaying at fast_rate; I_rec is fed by the others. Everything else as NEURON_EQUATIONS.
-FAST_NEURON_EQUATIONS = """
-dv/dt = (v_rest - v + gain*(I_rec + I_fast + I_ext(t,i) + bias) + offset)/tau_m + noise*twin_normal(key_high, key_low, t_in_timesteps)/sqrt(tau_m*dt) : volt (unless refractory)
-dI_rec/dt = -I_rec*syn_rate + g_rise : 1
-dg_rise/dt = -g_rise/tau_rise : Hz
+_MEMBRANE_INPUT = "gain*(I_rec + I_ext(t,i) + bias)"
+assert _MEMBRANE_INPUT in NEURON_EQUATIONS
+FAST_NEURON_EQUATIONS = NEURON_EQUATIONS.replace(_MEMBRANE_INPUT, "gain*(I_rec + I_fast + I_ext(t,i) + bias)") + """\
 dI_fast/dt = -I_fast*fast_rate + g_fast : 1
 dg_fast/dt = -g_fast/tau_rise : Hz
-syn_rate : Hz (constant)
-spike_gain : Hz**2 (constant)
 fast_rate : Hz (constant)
 fast_gain : Hz**2 (constant)
 is_fast : 1 (constant)
-bias : 1 (constant)
-gain : volt (constant)
-offset : volt (constant)
-noise : volt (constant)
-t_ref : second (constant)
-key_high : integer (constant)
-key_low : integer (constant)
 """
 RESET = "v = v_reset"
 ON_PRE = "g_rise_post += w*spike_gain_post"
