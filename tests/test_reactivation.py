@@ -398,3 +398,18 @@ def test_reactivation_report_counts_the_seeds_where_each_claim_holds():
     assert not any(c == "pi" and "resultant" in claim for c, claim in rows)  # heading claims only for heading
     assert not any("unconstrained" in claim for _, claim in rows)  # no such variant in this sweep
     assert "2/3 seeds" in report(ds)
+
+
+def test_reactivation_report_refuses_what_is_not_a_reactivation_summary(tmp_path, capsys):
+    import xarray as xr
+
+    from recircuit.cli import main
+
+    assert main(["reactivation-report", str(tmp_path / "missing.nc")]) == 2
+    assert "no reactivation summary" in capsys.readouterr().err
+    (tmp_path / "text.nc").write_text("not netcdf")
+    assert main(["reactivation-report", str(tmp_path / "text.nc")]) == 2
+    assert "not a netCDF dataset" in capsys.readouterr().err
+    xr.Dataset({"loss": ("step", np.zeros(3))}).to_netcdf(tmp_path / "other.nc", engine="h5netcdf")
+    assert main(["reactivation-report", str(tmp_path / "other.nc")]) == 2
+    assert "not a reactivation summary (lacks circuit, kl, quiescent, waking)" in capsys.readouterr().err

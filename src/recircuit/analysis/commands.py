@@ -44,7 +44,14 @@ def cmd_reactivation_report(args: argparse.Namespace) -> int:
 
     if not args.summary.is_file():
         raise FileNotFoundError(f"{args.summary}: no reactivation summary (run the reactivation rules first)")
-    print(report(open_dataset(args.summary)))
+    try:
+        ds = open_dataset(args.summary)
+    except OSError as exc:
+        raise ValueError(f"{args.summary}: not a netCDF dataset ({exc})") from exc
+    missing = sorted({"kl", "circuit", "quiescent", "waking"} - set(ds.variables))
+    if missing:
+        raise ValueError(f"{args.summary}: not a reactivation summary (lacks {', '.join(missing)})")
+    print(report(ds))
     return 0
 
 
