@@ -10,7 +10,8 @@ import torch
 from conftest import assert_close
 
 from recircuit.spec import HeadDirectionTask, PathIntegrationTask
-from recircuit.tasks import HeadDirection, PathIntegration, TrialBatch, make_task
+from recircuit.learning.train import chunk_stop
+from recircuit.tasks import HeadDirection, PathIntegration, TrialBatch, TrialChunk, make_task
 from recircuit.tasks.head_direction import wrap_angle
 
 TURN_SD_PER_STEP = 11.52 * 0.02  # rad, Krishna et al. / Sorscher et al.
@@ -293,6 +294,33 @@ def test_sampling_is_reproducible_under_a_seed(kind):
     for field in ("inputs", "states", "initial_state", "targets"):
         assert torch.equal(getattr(first, field), getattr(again, field)), field
         assert not torch.equal(getattr(first, field), getattr(other, field)), field
+
+
+@pytest.mark.parametrize(
+    "task", [path_task(drift_to_center=0.05), hd_task(turn_model="ar1"), hd_task(input_gain={"epsilon": 0.5})],
+    ids=["path", "heading_ar1", "heading_gain"],
+)
+def test_a_chunk_of_batches_equals_one_sample_call_per_batch_per_generator(task):
+    seeds, n_batches = (3, 4), 5
+    chunk = TrialChunk(task, 6, 12, [torch.Generator().manual_seed(s) for s in seeds], n_batches)
+    for m, seed in enumerate(seeds):
+        generator = torch.Generator().manual_seed(seed)
+        for j in range(n_batches):
+            expected, got = task.sample(6, 12, generator), chunk.batches(j)[m]
+            for field in ("inputs", "targets", "states", "initial_state", "initial_code", "gains"):
+                assert_close(getattr(got, field), getattr(expected, field), atol=1e-6, rtol=1e-6)
+    with pytest.raises(IndexError):
+        chunk.batches(n_batches)
+
+
+def test_trajectory_chunks_stop_at_every_checkpoint_and_at_the_end():
+    stops, step = [], 0
+    while step < 100:
+        step = chunk_stop(step, 100, checkpoint_every=30, batch=200)
+        stops.append(step)
+    assert stops == [6, 12, 18, 24, 30, 36, 42, 48, 54, 60, 66, 72, 78, 84, 90, 96, 100]
+    assert chunk_stop(25, 1000, checkpoint_every=30, batch=64) == 30
+    assert chunk_stop(0, 1000, checkpoint_every=500, batch=2048) == 1
 
 
 def test_make_task_picks_the_task_of_the_spec():

@@ -15,7 +15,7 @@ from recircuit.circuit import build_circuit, load_model
 from recircuit.learning import TrainingDiverged, evaluate, train
 from recircuit.results import open_dataset
 from recircuit.spec import load_spec
-from recircuit.tasks import PathIntegration, make_task
+from recircuit.tasks import TrialChunk, make_task
 
 
 def quiet(_message: str) -> None:
@@ -66,17 +66,17 @@ def test_dale_signs_hold_after_every_optimizer_step(make_spec, tmp_path):
 
 
 def test_nan_in_the_data_stops_training_naming_the_step(make_spec, tmp_path, monkeypatch):
-    original = PathIntegration.sample
+    original = TrialChunk.batches
     calls = {"n": 0}
 
-    def poisoned_sample(self, batch_size, steps, generator):
-        trials = original(self, batch_size, steps, generator)
+    def poisoned_batches(self, index):
+        trials = original(self, index)
         calls["n"] += 1
         if calls["n"] == 3:
-            return dataclasses.replace(trials, inputs=torch.full_like(trials.inputs, float("nan")))
+            return [dataclasses.replace(t, inputs=torch.full_like(t.inputs, float("nan"))) for t in trials]
         return trials
 
-    monkeypatch.setattr(PathIntegration, "sample", poisoned_sample)
+    monkeypatch.setattr(TrialChunk, "batches", poisoned_batches)
     out = tmp_path / "run"
     with pytest.raises(TrainingDiverged, match=r"non-finite at step 3 .*learning_rate.*No model was saved"):
         train(make_spec("path_integration"), out, circuit="tiny", log=quiet)

@@ -28,6 +28,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from recircuit.circuit.io import build_circuit
 from recircuit.circuit.network import Noise
 from recircuit.learning.train import (
+    chunk_stop,
     device_description,
     error_variable,
     resolve_device,
@@ -37,7 +38,7 @@ from recircuit.learning.train import (
     write_run,
 )
 from recircuit.spec import CircuitSpec
-from recircuit.tasks import TrialBatch
+from recircuit.tasks import TrialBatch, TrialChunk
 
 # Spec keys members may differ in: they change the data or the noise, not the network or its dynamics.
 PER_MEMBER_KEYS = (
@@ -92,7 +93,7 @@ class _StackedMembers(nn.Module):
 
 def _stack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """torch.stack, without the copy when the tensors already lie one after another in one buffer (the per-member
-    slices of one joined batch that ``sample_many`` returns)."""
+    slices of one joined batch that `TrialChunk.batches` returns)."""
     first, size = tensors[0], tensors[0].numel()
     adjacent = all(
         t.is_contiguous() and t.shape == first.shape and t.dtype == first.dtype
@@ -105,13 +106,17 @@ def _stack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     return first.as_strided((len(tensors), *first.shape), (size, *first.stride()), first.storage_offset())
 
 
-def _draw_trials(tasks, generators, train_sets, batch: int, seq: int, shared_task: bool) -> list[TrialBatch]:
-    """Each member's training batch for one step, drawn from its own generator exactly as `train` draws it: fresh
-    trajectories, or (finite training set) a random subset of its own set, without replacement within a batch."""
-    if train_sets is None:
-        if shared_task:  # same task for every member: one trajectory loop over all members' agents
-            return tasks[0].sample_many(batch, seq, generators)
-        return [task.sample(batch, seq, generator) for task, generator in zip(tasks, generators)]
+def _draw_chunks(tasks, generators, batch: int, seq: int, n_batches: int, shared_task: bool) -> list[TrialChunk]:
+    """The next ``n_batches`` training batches of every member, drawn from its own generator as `train` draws them;
+    one trajectory loop over all members' agents when they share the task."""
+    if shared_task:
+        return [TrialChunk(tasks[0], batch, seq, generators, n_batches)]
+    return [TrialChunk(task, batch, seq, [generator], n_batches) for task, generator in zip(tasks, generators)]
+
+
+def _draw_from_sets(train_sets, generators, batch: int) -> list[TrialBatch]:
+    """Each member's batch for one step: a random subset of its own finite training set, drawn as `train` draws it
+    (without replacement within a batch)."""
     trials = []
     for train_set, generator in zip(train_sets, generators):
         n, device = train_set.inputs.shape[0], train_set.inputs.device
@@ -194,8 +199,15 @@ def train_ensemble(
         f" x {seq} time steps on {device_description(device)}"
         + (f", finite training sets of {cfg.n_train_trajectories} trajectories" if train_sets is not None else ""))
     started, last = time.perf_counter(), time.perf_counter()
+    chunks, chunk_start, chunk_end = [], 0, 0
     for step in range(steps):
-        trials = _draw_trials(tasks, generators, train_sets, batch, seq, shared_task)
+        if train_sets is None:
+            if step == chunk_end:
+                chunk_start, chunk_end = step, chunk_stop(step, steps, cfg.checkpoint_every_steps, batch)
+                chunks = _draw_chunks(tasks, generators, batch, seq, chunk_end - step, shared_task)
+            trials = [trial for chunk in chunks for trial in chunk.batches(step - chunk_start)]
+        else:
+            trials = _draw_from_sets(train_sets, generators, batch)
         noises = [model.draw_noise(batch, seq, generator) for model, generator in zip(models, generators)]
         rec = _stack_noise([n.recurrent for n in noises], (seq, batch, template.n_units), any_recurrent, device)
         inp = _stack_noise([n.input for n in noises], tuple(trials[0].inputs.shape), any_input, device)

@@ -17,7 +17,7 @@ from recircuit.circuit.io import MODEL_FILE, atomic_torch_save, build_circuit, s
 from recircuit.learning.rules import make_rule
 from recircuit.results import label, provenance, save_dataset, with_sweep_dims
 from recircuit.spec import CircuitSpec
-from recircuit.tasks import TrialBatch, make_task
+from recircuit.tasks import TrialBatch, TrialChunk, make_task
 
 CHECKPOINT_FILE = "checkpoint.pt"
 TRAIN_FILE = "train.nc"
@@ -51,8 +51,7 @@ def task_loss(outputs: torch.Tensor, targets: torch.Tensor, kind: str) -> torch.
     """Mean squared error against the cell code, or cross-entropy against it as a distribution over cells."""
     if kind == "mse":
         return F.mse_loss(outputs, targets)
-    distribution = targets / targets.sum(-1, keepdim=True)
-    return -(distribution * torch.log_softmax(outputs, dim=-1)).sum(-1).mean()
+    return -(torch.linalg.vecdot(targets, torch.log_softmax(outputs, dim=-1)) / targets.sum(-1)).mean()
 
 
 def error_variable(task_kind: str) -> tuple[str, str, str]:
@@ -65,6 +64,17 @@ def error_variable(task_kind: str) -> tuple[str, str, str]:
 def select_trials(trials: TrialBatch, index: torch.Tensor) -> TrialBatch:
     """The trials of ``trials`` at ``index`` (a 1-D index tensor over the batch)."""
     return TrialBatch(**{name: getattr(trials, name)[index] for name in TrialBatch.__dataclass_fields__})
+
+
+TRAJECTORY_CHUNK_AGENTS = 1024  # agents moved per call of the trajectory loop during training
+
+
+def chunk_stop(step: int, steps: int, checkpoint_every: int, batch: int) -> int:
+    """End (exclusive) of the run of training steps whose batches are drawn and moved together from ``step``: about
+    TRAJECTORY_CHUNK_AGENTS agents, never past a checkpoint, so a resumed run draws what an uninterrupted one does."""
+    size = max(1, -(-TRAJECTORY_CHUNK_AGENTS // batch))
+    next_checkpoint = (step // checkpoint_every + 1) * checkpoint_every
+    return min(step + size, next_checkpoint, steps)
 
 
 def training_set(spec: CircuitSpec, n_trials: int | None = None, device: str | torch.device = "cpu") -> TrialBatch:
@@ -154,10 +164,14 @@ def train(
             )
 
     diverged_at = 0
+    chunk, chunk_start, chunk_end = None, start, start
     try:
         for step in range(start, steps):
-            if train_set is None:
-                trials = task.sample(batch, seq, generator)
+            if train_set is None:  # the trajectories of several steps are drawn first, then each step's noise
+                if step == chunk_end:
+                    chunk_start, chunk_end = step, chunk_stop(step, steps, cfg.checkpoint_every_steps, batch)
+                    chunk = TrialChunk(task, batch, seq, [generator], chunk_end - step)
+                trials = chunk.batches(step - chunk_start)[0]
             else:  # without replacement within a batch; with replacement when the set is smaller than a batch
                 k = cfg.n_train_trajectories
                 index = (

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 
 from recircuit.spec import HeadDirectionTask, PathIntegrationTask
-from recircuit.tasks.base import Task, TrialBatch
+from recircuit.tasks.base import Task, TrialBatch, TrialChunk
 from recircuit.tasks.head_direction import HeadDirection
 from recircuit.tasks.path_integration import PathIntegration
 
-__all__ = ["Task", "TrialBatch", "make_task", "PathIntegration", "HeadDirection"]
+__all__ = ["Task", "TrialBatch", "TrialChunk", "make_task", "PathIntegration", "HeadDirection"]
 
 
 def make_task(task_spec: PathIntegrationTask | HeadDirectionTask, device: str | torch.device = "cpu") -> Task:

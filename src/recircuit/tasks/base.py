@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,6 +22,16 @@ class TrialBatch:
     gains: torch.Tensor  # (batch, time) input gain applied at each step (1 without variability)
 
 
+@dataclass(frozen=True)
+class Movement:
+    """Moved agents without their cell codes (the codes are most of a batch's memory: computed per step)."""
+
+    inputs: torch.Tensor  # (agents, time, n_inputs), gain applied
+    states: torch.Tensor  # (agents, time, state_dims)
+    initial_state: torch.Tensor  # (agents, state_dims)
+    gains: torch.Tensor  # (agents, time)
+
+
 class Task(Protocol):
     kind: str
     n_inputs: int
@@ -29,10 +40,47 @@ class Task(Protocol):
     error_units: str
     input_scale: float
 
+    def draw(self, batch_size: int, steps: int, generator: torch.Generator) -> dict[str, torch.Tensor]: ...
+    def move(self, draws: dict[str, torch.Tensor]) -> Movement: ...
     def sample(self, batch_size: int, steps: int, generator: torch.Generator) -> TrialBatch: ...
     def encode(self, states: torch.Tensor) -> torch.Tensor: ...
     def decode(self, outputs: torch.Tensor) -> torch.Tensor: ...
     def error(self, decoded: torch.Tensor, true: torch.Tensor) -> torch.Tensor: ...
+
+
+class TrialChunk:
+    """``n_batches`` consecutive training batches of each of several generators, moved in one call.
+
+    Each generator's randomness is drawn in the order that ``n_batches`` calls of ``task.sample`` would draw it,
+    so batch j of generator m equals its j-th ``sample`` call (up to float rounding of the joint move). The agents
+    are stored batch-major: batch j of every generator lies in one block, so `batches` returns adjacent slices of
+    one buffer. A step-by-step trajectory loop costs the same for 64 agents as for a thousand; moving many batches
+    at once pays that cost once.
+    """
+
+    def __init__(self, task: Task, batch_size: int, steps: int, generators: Sequence[torch.Generator], n_batches: int):
+        draws = [[task.draw(batch_size, steps, g) for _ in range(n_batches)] for g in generators]
+        batch_major = [draws[m][j] for j in range(n_batches) for m in range(len(generators))]
+        joined = {key: torch.cat([d[key] for d in batch_major]) for key in batch_major[0]}
+        self.task, self.movement = task, task.move(joined)
+        self.n_batches, self.n_members, self.batch_size = n_batches, len(generators), batch_size
+
+    def batches(self, index: int) -> list[TrialBatch]:
+        """Batch ``index`` (0 <= index < n_batches) of every generator, cell codes included."""
+        if not 0 <= index < self.n_batches:
+            raise IndexError(f"batch {index} of a chunk of {self.n_batches}")
+        block = self.n_members * self.batch_size
+        agents = slice(index * block, (index + 1) * block)
+        m = self.movement
+        states, initial = m.states[agents], m.initial_state[agents]
+        fields = (m.inputs[agents], self.task.encode(states), states, initial, self.task.encode(initial), m.gains[agents])
+        size = self.batch_size
+        return [TrialBatch(*(f[k * size : (k + 1) * size] for f in fields)) for k in range(self.n_members)]
+
+
+def sample_batch(task: Task, batch_size: int, steps: int, generator: torch.Generator) -> TrialBatch:
+    """One batch of ``task``: what ``task.sample`` returns."""
+    return TrialChunk(task, batch_size, steps, [generator], 1).batches(0)[0]
 
 
 def sample_gains(

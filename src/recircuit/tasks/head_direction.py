@@ -7,7 +7,7 @@ import math
 import torch
 
 from recircuit.spec import HeadDirectionTask
-from recircuit.tasks.base import TrialBatch, sample_gains
+from recircuit.tasks.base import Movement, TrialBatch, TrialChunk, sample_batch, sample_gains
 
 
 def wrap_angle(theta: torch.Tensor) -> torch.Tensor:
@@ -31,50 +31,61 @@ class HeadDirection:
         # Evenly spaced preferred headings; the reference's linspace(-pi, pi, n) duplicates -pi and pi.
         self.preferred = (torch.arange(n, dtype=torch.float32) * (2 * math.pi / n) - math.pi).to(self.device)
         self.kappa = 1.0 / spec.hd_cells.width_rad**2
+        self.preferred_vectors = torch.stack([torch.cos(self.preferred), torch.sin(self.preferred)])  # (2, n_cells)
+        self.exponent_offset = torch.full((n,), -self.kappa, device=self.device)
         self.n_cells = n
         if spec.turn_model == "iid":
             self.input_scale = spec.turn_sd_rad_per_s * spec.dt_s
         else:
             self.input_scale = spec.ar1_step_sd_rad / math.sqrt(1 - spec.ar1_momentum**2)
 
-    def increments(self, batch_size: int, steps: int, generator: torch.Generator) -> torch.Tensor:
-        """Heading increments per step (B, T), rad."""
+    def draw(self, batch_size: int, steps: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """All the randomness of a batch, in a fixed order: initial heading (rad), turn draws, gains."""
         s, dev = self.spec, self.device
+        initial = (torch.rand(batch_size, generator=generator, device=dev) * 2 - 1) * math.pi
+        sd = s.turn_sd_rad_per_s * s.dt_s if s.turn_model == "iid" else s.ar1_step_sd_rad
+        turn_draws = torch.randn(batch_size, steps, generator=generator, device=dev) * sd
+        gains = sample_gains(batch_size, steps, s.input_gain.epsilon, s.input_gain.segments, generator, dev)
+        return {"initial": initial, "turn_draws": turn_draws, "gains": gains}
+
+    def increments(self, turn_draws: torch.Tensor) -> torch.Tensor:
+        """Heading increments per step (B, T), rad: the iid draws, or the AR(1) series they drive."""
+        s = self.spec
         if s.turn_model == "iid":
-            turns = torch.randn(batch_size, steps, generator=generator, device=dev) * (s.turn_sd_rad_per_s * s.dt_s)
+            turns = turn_draws
         else:
-            innovations = torch.randn(batch_size, steps, generator=generator, device=dev) * s.ar1_step_sd_rad
-            omega = innovations[:, 0] / math.sqrt(1 - s.ar1_momentum**2)  # start from the stationary distribution
+            omega = turn_draws[:, 0] / math.sqrt(1 - s.ar1_momentum**2)  # start from the stationary distribution
             series = [omega]
-            for eta in innovations[:, 1:].unbind(1):
+            for eta in turn_draws[:, 1:].unbind(1):
                 omega = s.ar1_momentum * omega + eta
                 series.append(omega)
             turns = torch.stack(series, 1)
         return turns.abs() if s.turn_bias == "counter_clockwise" else turns
 
-    def sample(self, batch_size: int, steps: int, generator: torch.Generator) -> TrialBatch:
-        initial = (torch.rand(batch_size, generator=generator, device=self.device) * 2 - 1) * math.pi
-        turns = self.increments(batch_size, steps, generator)
+    def move(self, draws: dict[str, torch.Tensor]) -> Movement:
+        """Headings of ``draws``: inputs (increments times gains), headings, initial headings, gains."""
+        initial, gains = draws["initial"], draws["gains"]
+        turns = self.increments(draws["turn_draws"])
         headings = wrap_angle(initial[:, None] + torch.cumsum(turns, dim=1))
-        gains = sample_gains(
-            batch_size, steps, self.spec.input_gain.epsilon, self.spec.input_gain.segments, generator, self.device
-        )
-        return TrialBatch(
-            inputs=(turns * gains)[..., None],
-            targets=self.encode(headings[..., None]),
-            states=headings[..., None],
-            initial_state=initial[:, None],
-            initial_code=self.encode(initial[:, None]),
-            gains=gains,
-        )
+        return Movement((turns * gains)[..., None], headings[..., None], initial[:, None], gains)
+
+    def sample(self, batch_size: int, steps: int, generator: torch.Generator) -> TrialBatch:
+        return sample_batch(self, batch_size, steps, generator)
 
     def sample_many(self, batch_size: int, steps: int, generators: list[torch.Generator]) -> list[TrialBatch]:
-        """One batch per generator, as ``sample`` with each (head direction has no per-step loop to share)."""
-        return [self.sample(batch_size, steps, g) for g in generators]
+        """One batch per generator, equal to ``sample`` with each, moved in one call."""
+        return TrialChunk(self, batch_size, steps, generators, 1).batches(0)
 
     def encode(self, headings: torch.Tensor) -> torch.Tensor:
-        """Von Mises code exp(kappa (cos(theta - theta_i) - 1)), peak 1; headings (..., 1) -> (..., n_cells)."""
-        return torch.exp(self.kappa * (torch.cos(headings - self.preferred) - 1.0))
+        """Von Mises code exp(kappa (cos(theta - theta_i) - 1)), peak 1; headings (..., 1) -> (..., n_cells).
+
+        cos(theta - theta_i) = cos theta cos theta_i + sin theta sin theta_i, so the exponent is one matrix product
+        of (cos theta, sin theta) with the cells' unit vectors: no (..., n_cells) cosine or difference tensors.
+        """
+        flat = headings.reshape(-1, 1)
+        direction = torch.cat([torch.cos(flat), torch.sin(flat)], dim=1)
+        exponent = torch.addmm(self.exponent_offset, direction, self.preferred_vectors, alpha=self.kappa)
+        return exponent.clamp_(max=0.0).exp_().view(*headings.shape[:-1], self.n_cells)  # peak 1 despite rounding
 
     def decode(self, outputs: torch.Tensor) -> torch.Tensor:
         """Heading (rad, shape (..., 1)): circular mean of the preferred headings of the k most active outputs."""

@@ -7,7 +7,7 @@ import math
 import torch
 
 from recircuit.spec import PathIntegrationTask
-from recircuit.tasks.base import TrialBatch, sample_gains
+from recircuit.tasks.base import Movement, TrialBatch, TrialChunk, sample_batch, sample_gains
 
 
 class PathIntegration:
@@ -84,30 +84,18 @@ class PathIntegration:
         displacements, positions = self.integrate(draws)
         return displacements, positions, draws["position"]
 
-    def _batch(self, draws: dict[str, torch.Tensor]) -> TrialBatch:
+    def move(self, draws: dict[str, torch.Tensor]) -> Movement:
+        """The agents of ``draws`` moved: inputs (displacements times gains), positions, start positions, gains."""
         displacements, positions = self.integrate(draws)
         gains = draws["gains"]
-        return TrialBatch(
-            inputs=displacements * gains[..., None],
-            targets=self.encode(positions),
-            states=positions,
-            initial_state=draws["position"],
-            initial_code=self.encode(draws["position"]),
-            gains=gains,
-        )
+        return Movement(displacements * gains[..., None], positions, draws["position"], gains)
 
     def sample(self, batch_size: int, steps: int, generator: torch.Generator) -> TrialBatch:
-        return self._batch(self.draw(batch_size, steps, generator))
+        return sample_batch(self, batch_size, steps, generator)
 
     def sample_many(self, batch_size: int, steps: int, generators: list[torch.Generator]) -> list[TrialBatch]:
         """One batch per generator, equal to ``sample`` with each, but moved in one loop over all agents."""
-        draws = [self.draw(batch_size, steps, g) for g in generators]
-        joined = self._batch({key: torch.cat([d[key] for d in draws]) for key in draws[0]})
-        return [
-            TrialBatch(*(field[k * batch_size : (k + 1) * batch_size] for field in (
-                joined.inputs, joined.targets, joined.states, joined.initial_state, joined.initial_code, joined.gains)))
-            for k in range(len(generators))
-        ]
+        return TrialChunk(self, batch_size, steps, generators, 1).batches(0)
 
     def encode(self, positions: torch.Tensor) -> torch.Tensor:
         """Place-cell code softmax(-|x - c|^2 / (2 w^2)) over cells, shape (..., n_cells).
