@@ -338,6 +338,16 @@ key_low : integer (constant)
 OLD_ON_PRE = "g_rise_post += w*spike_gain_post"
 
 
+def test_a_build_is_keyed_to_the_host_cpu_it_was_compiled_for(monkeypatch):
+    from recircuit.spiking import network
+
+    shape = NetworkShape(128, 50, 0.02, 0.1, copies=16)
+    assert "-march=native" in network.COMPILE_ARGS and network.host_cpu().strip()
+    here = network.build_key(shape, CONSTANTS)
+    monkeypatch.setattr(network, "host_cpu", lambda: "x86_64 model name: another CPU")
+    assert network.build_key(shape, CONSTANTS) != here  # a shared cache gives another CPU its own binary
+
+
 def test_network_without_interneurons_keeps_its_equations_and_build_key():
     import hashlib
     import json
@@ -357,6 +367,7 @@ def test_network_without_interneurons_keeps_its_equations_and_build_key():
         "connect": network.CONNECT,
         "noise_code": noise.CPP_CODE,
         "compile_args": network.COMPILE_ARGS,
+        "host_cpu": network.host_cpu(),
         "constants": CONSTANTS.__dict__,
         "shape": {"n_units": 128, "steps": 50, "step_s": 0.02, "dt_ms": 0.1, "copies": 16},
         "brian2": brian2.__version__,

@@ -119,8 +119,25 @@ CONNECT = "k for k in range(n_units*(i//n_units), n_units*(i//n_units) + n_units
 REFRACTORY = "t - lastspike < t_ref"
 # Set for a run of the binary: keep the synapse arrays so that they are written out with the results.
 KEEP_SYNAPSES_VARIABLE = "RECIRCUIT_KEEP_SYNAPSES"
-# Portable flags for a cache that may be shared between machines (Brian's default adds -march=native).
-COMPILE_ARGS = ["-w", "-O3", "-ffast-math", "-fno-finite-math-only", "-std=c++11"]
+# -march=native (about 10% faster binaries than generic x86-64 code); a build cache shared between machines stays
+# correct because the build key holds the host CPU (`host_cpu`), so another kind of CPU gets its own build.
+COMPILE_ARGS = ["-w", "-O3", "-ffast-math", "-fno-finite-math-only", "-march=native", "-std=c++11"]
+
+
+def host_cpu() -> str:
+    """What -march=native compiles for: the CPU's model name and instruction-set flags (Linux), else the platform."""
+    import platform
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        fields: dict[str, str] = {}
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            name, _, value = (part.strip() for part in line.partition(":"))
+            if name in ("model name", "flags", "Features", "CPU part") and name not in fields:  # x86 and ARM names
+                fields[name] = value if name == "model name" else " ".join(sorted(value.split()))
+        if fields:
+            return f"{platform.machine()} " + "; ".join(f"{k}: {v}" for k, v in sorted(fields.items()))
+    return f"{platform.machine()} {platform.processor()}"
 
 
 @dataclass(frozen=True)
@@ -254,6 +271,7 @@ def build_key(shape: NetworkShape, constants: LIFConstants) -> str:
             "connect": CONNECT,
             "noise_code": noise.CPP_CODE,
             "compile_args": COMPILE_ARGS,
+            "host_cpu": host_cpu(),
             "constants": constants.__dict__,
             "shape": shape_fields,
             "brian2": brian2.__version__,
