@@ -71,9 +71,9 @@ class TrialChunk:
             raise IndexError(f"batch {index} of a chunk of {self.n_batches}")
         block = self.n_members * self.batch_size
         agents = slice(index * block, (index + 1) * block)
-        m = self.movement
+        m, encode = self.movement, self.task.encode
         states, initial = m.states[agents], m.initial_state[agents]
-        fields = (m.inputs[agents], self.task.encode(states), states, initial, self.task.encode(initial), m.gains[agents])
+        fields = (m.inputs[agents], encode(states), states, initial, encode(initial), m.gains[agents])
         size = self.batch_size
         return [TrialBatch(*(f[k * size : (k + 1) * size] for f in fields)) for k in range(self.n_members)]
 
