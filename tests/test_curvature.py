@@ -91,6 +91,18 @@ def test_lanczos_extremes_match_the_dense_spectrum(dense_case):
     assert abs(again.value - top.value) <= 1e-8 * abs(top.value)
 
 
+def test_bottom_eigenvalue_shifted_by_the_top_is_accurate_to_tol_times_the_spread(dense_case):
+    op, dense, *_ = dense_case
+    exact = torch.linalg.eigvalsh(dense)
+    spread = (exact[-1] - exact[0]).item()
+    top = extreme_eigenvalue(op, "LA", tol=1e-10, ncv=20)
+    for tol in (1e-6, 1e-10):
+        plain = extreme_eigenvalue(op, "SA", tol=tol, ncv=20)
+        shifted = extreme_eigenvalue(op, "SA", tol=tol, ncv=20, shift=top.value)
+        assert abs(shifted.value - exact[0].item()) <= 10 * tol * spread
+        assert shifted.n_hvp <= plain.n_hvp
+
+
 def test_raw_hessian_has_the_spectrum_of_the_effective_weight_hessian(dense_case):
     """Under Dale's law W = |raw| * mask * sign: the raw Hessian is D H_W D with D = +-1 on the free entries."""
     op, dense, model, trials, noise = dense_case
@@ -221,12 +233,18 @@ def trained_runs(tmp_path_factory):
 SMALL = ["--set", "curvature.n_test_trials=8", "curvature.n_eval_trials=4", "curvature.hutchinson_probes=3"]
 
 
-def test_curvature_command_writes_a_combinable_dataset(trained_runs, tmp_path):
+def test_curvature_command_writes_a_combinable_dataset(trained_runs, tmp_path, capsys):
     files = []
     for run in trained_runs:
         assert main(["curvature", str(run), *SMALL]) == 0
         files.append(run / "curvature.nc")
     ds = open_dataset(files[0])
+    progress = capsys.readouterr().out
+    for line_start in ("curvature of", "Hessian of the exact loss", "  top eigenvalue", "  bottom eigenvalue",
+                       "  trace", "generalization (", "wrote"):
+        assert progress.count(line_start) == len(trained_runs), line_start
+    top = f"{ds['top_eigenvalue'].item(): .6e}"
+    assert f"top eigenvalue    {top}  ({int(ds['n_hvp_top'].item())} HVPs" in progress
     assert ds["top_eigenvalue"].dims == ("circuit", "variant", "seed")
     assert ds["generalization_gap"].dims == ("circuit", "variant", "seed", "shift")
     assert list(ds["shift"].values) == ["none", "longer", "faster", "larger_arena", "noisier"]

@@ -11,7 +11,9 @@ from pathlib import Path
 def cmd_curvature(args: argparse.Namespace) -> int:
     from recircuit.analysis.curvature_run import analyse_run
 
-    path = analyse_run(args.run_dir, args.out, device=args.device or "auto", overrides=args.set)
+    path = analyse_run(
+        args.run_dir, args.out, device=args.device or "auto", overrides=args.set, log=lambda m: print(m, flush=True)
+    )
     print(f"wrote {path}", flush=True)
     return 0
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +62,11 @@ def hessian_batch(spec: CircuitSpec, device: torch.device):
     return trials, "fresh"
 
 
-def measure_curvature(model, spec: CircuitSpec, device: torch.device) -> dict[str, Any]:
-    """Signed extreme eigenvalues, Hutchinson trace and their HVP counts for the exact loss of ``model``."""
+def measure_curvature(
+    model, spec: CircuitSpec, device: torch.device, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Signed extreme eigenvalues, Hutchinson trace and their HVP counts for the exact loss of ``model``; one progress
+    line per quantity."""
     cfg = spec.curvature
     trials, source = hessian_batch(spec, device)
     n, steps = trials.inputs.shape[:2]
@@ -70,10 +74,20 @@ def measure_curvature(model, spec: CircuitSpec, device: torch.device) -> dict[st
     op = exact_loss_operator(
         model, trials, noise, spec.training.loss, cfg.parameters, cfg.hvp_mode, DTYPES[cfg.dtype]
     )
+    log(f"Hessian of the exact loss over {op.size} parameters ({', '.join(cfg.parameters)}), {n} {source} trials "
+        f"x {steps} steps, {cfg.dtype}")
     t0 = time.perf_counter()
     top = extreme_eigenvalue(op, "LA", cfg.lanczos_tol, cfg.lanczos_ncv, seed=cfg.eval_seed)
-    bottom = extreme_eigenvalue(op, "SA", cfg.lanczos_tol, cfg.lanczos_ncv, seed=cfg.eval_seed)
+    log(f"  top eigenvalue    {top.value: .6e}  ({top.n_hvp} HVPs, {time.perf_counter() - t0:.1f} s)")
+    t1 = time.perf_counter()
+    bottom = extreme_eigenvalue(
+        op, "SA", cfg.lanczos_tol, cfg.lanczos_ncv_bottom, seed=cfg.eval_seed, shift=top.value
+    )
+    log(f"  bottom eigenvalue {bottom.value: .6e}  ({bottom.n_hvp} HVPs, {time.perf_counter() - t1:.1f} s)")
+    t1 = time.perf_counter()
     trace, trace_se, _ = hutchinson_trace(op, cfg.hutchinson_probes, seed=cfg.eval_seed)
+    log(f"  trace             {trace: .6e} +- {trace_se:.1e}  ({cfg.hutchinson_probes} HVPs, "
+        f"{time.perf_counter() - t1:.1f} s)")
     return {
         "top": top, "bottom": bottom, "trace": trace, "trace_se": trace_se, "n_hvp_trace": cfg.hutchinson_probes,
         "n_parameters": op.size, "hessian_loss": op.value(), "source": source, "n_trials": n,
@@ -81,10 +95,15 @@ def measure_curvature(model, spec: CircuitSpec, device: torch.device) -> dict[st
     }
 
 
-def curvature_dataset(model, spec: CircuitSpec, meta: dict, device: torch.device) -> xr.Dataset:
-    """The curvature.nc dataset of one trained run (layout in the module docstring)."""
-    curv = measure_curvature(model, spec, device)
+def curvature_dataset(
+    model, spec: CircuitSpec, meta: dict, device: torch.device, log: Callable[[str], None] = print
+) -> xr.Dataset:
+    """The curvature.nc dataset of one trained run (layout in the module docstring); progress lines go to ``log``."""
+    curv = measure_curvature(model, spec, device, log)
+    t0 = time.perf_counter()
     gen = generalization(model, spec, device)
+    log(f"generalization ({time.perf_counter() - t0:.1f} s): training-set loss {gen['train_loss']:.4e}; gap (test - "
+        "train loss) " + ", ".join(f"{name} {gap:+.3e}" for name, gap in zip(gen["shifts"], gen["gap"])))
     error_name, error_long, error_units = error_variable(spec.task.kind)
     scalar = lambda value, long_name, units: label(xr.DataArray(value), long_name, units)  # noqa: E731
 
@@ -133,7 +152,8 @@ def curvature_dataset(model, spec: CircuitSpec, meta: dict, device: torch.device
         "hessian_dtype": cfg.dtype,
         "hvp_mode": cfg.hvp_mode,
         "eigen_method": f"scipy.sparse.linalg.eigsh (ARPACK Lanczos) which=LA/SA, tol {cfg.lanczos_tol}, "
-        f"ncv {cfg.lanczos_ncv}, seeded start vector",
+        f"ncv {cfg.lanczos_ncv} (bottom: {cfg.lanczos_ncv_bottom}), seeded start vector; the bottom eigenvalue on "
+        "H - top I (accurate to tol x (top - bottom))",
         "trace_method": f"Hutchinson, {cfg.hutchinson_probes} fixed Rademacher probes, mean +- sd/sqrt(probes)",
         "eval_seed": cfg.eval_seed,
         "noise_seed": cfg.noise_seed,
@@ -150,7 +170,7 @@ def curvature_dataset(model, spec: CircuitSpec, meta: dict, device: torch.device
 
 
 def analyse_run(run_dir: str | Path, out: str | Path | None = None, device: str = "auto",
-                overrides: list[str] | None = None) -> Path:
+                overrides: list[str] | None = None, log: Callable[[str], None] = print) -> Path:
     """Measure the curvature and generalization gap of the trained run in ``run_dir``; write curvature.nc."""
     run_dir = Path(run_dir)
     if not run_dir.exists():
@@ -159,7 +179,8 @@ def analyse_run(run_dir: str | Path, out: str | Path | None = None, device: str 
     model = load_model(run_dir, dev)
     spec = curvature_spec_overrides(model.spec, list(overrides or []))
     meta = model.meta
-    ds = curvature_dataset(model, spec, meta, dev)
+    log(f"curvature of {run_dir} (rule {spec.training.rule}) on {device_description(dev)}")
+    ds = curvature_dataset(model, spec, meta, dev, log)
     ran = np.isfinite(ds["shift_factor"].values).reshape(-1)
     bad = [
         n for n, v in ds.data_vars.items()

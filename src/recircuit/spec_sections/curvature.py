@@ -29,8 +29,15 @@ class CurvatureSpec(StrictModel):
         "reverse_over_reverse",
         description="HVP: jvp of grad (nothing cached), or vjp of grad with the graph built once and reused",
     )
-    lanczos_tol: PositiveFloat = Field(1e-6, description="relative accuracy of the Lanczos extreme eigenvalues")
+    lanczos_tol: PositiveFloat = Field(
+        1e-6, description="relative accuracy of the Lanczos extreme eigenvalues (the bottom one: relative to top - bottom)"
+    )
     lanczos_ncv: Annotated[int, Field(ge=3)] = Field(20, description="Lanczos vectors kept between restarts")
+    lanczos_ncv_bottom: Annotated[int, Field(ge=3)] = Field(
+        40,
+        description="Lanczos vectors for the bottom eigenvalue: it sits next to many near-zero eigenvalues, and more "
+        "vectors mean fewer restarts (81 instead of 151 HVPs on a trained 128-unit circuit)",
+    )
     n_test_trials: PositiveInt = Field(256, description="fresh test trajectories per shift")
     test_seed: NonNegativeInt = Field(30_000, description="seed of the test trajectories")
     shifts: tuple[ShiftName, ...] = Field(
