@@ -119,8 +119,10 @@ class HessianOperator:
         flat = torch.as_tensor(np.ascontiguousarray(v).ravel(), dtype=self.dtype, device=self.point[0].device)
         return self.hvp(flat).detach().cpu().numpy().astype(np.float64)
 
-    def linear_operator(self) -> LinearOperator:
-        return LinearOperator((self.size, self.size), matvec=self.matvec, dtype=np.float64)
+    def linear_operator(self, shift: float = 0.0) -> LinearOperator:
+        """H - shift I as a scipy LinearOperator."""
+        matvec = self.matvec if shift == 0.0 else lambda v: self.matvec(v) - shift * np.ravel(v)
+        return LinearOperator((self.size, self.size), matvec=matvec, dtype=np.float64)
 
     def dense(self) -> torch.Tensor:
         """The dense P x P Hessian by torch.func.hessian (small problems and tests only)."""
@@ -208,12 +210,9 @@ def extreme_eigenvalue(
     if n <= 2:  # ARPACK needs k < n; tiny problems are solved densely
         value = float(torch.linalg.eigvalsh(op.dense())[-1 if which == "LA" else 0])
         return Eigen(value, 0, True)
-    matrix = op.linear_operator()
-    if shift != 0.0:
-        matrix = LinearOperator((n, n), matvec=lambda v: op.matvec(v) - shift * np.ravel(v), dtype=np.float64)
     try:
         values = eigsh(
-            matrix, k=1, which=which, tol=tol, v0=v0, ncv=min(max(ncv, 3), n - 1),
+            op.linear_operator(shift), k=1, which=which, tol=tol, v0=v0, ncv=min(max(ncv, 3), n - 1),
             maxiter=max_restarts, return_eigenvectors=False,
         )
     except ArpackNoConvergence as exc:

@@ -30,15 +30,15 @@ from recircuit.circuit.network import Noise
 from recircuit.learning.train import (
     chunk_stop,
     device_description,
+    draw_from_set,
     error_variable,
     resolve_device,
-    select_trials,
     task_loss,
     training_set,
     write_run,
 )
 from recircuit.spec import CircuitSpec
-from recircuit.tasks import TrialBatch, TrialChunk
+from recircuit.tasks import TrialChunk
 
 # Spec keys members may differ in: they change the data or the noise, not the network or its dynamics.
 PER_MEMBER_KEYS = (
@@ -112,21 +112,6 @@ def _draw_chunks(tasks, generators, batch: int, seq: int, n_batches: int, shared
     if shared_task:
         return [TrialChunk(tasks[0], batch, seq, generators, n_batches)]
     return [TrialChunk(task, batch, seq, [generator], n_batches) for task, generator in zip(tasks, generators)]
-
-
-def _draw_from_sets(train_sets, generators, batch: int) -> list[TrialBatch]:
-    """Each member's batch for one step: a random subset of its own finite training set, drawn as `train` draws it
-    (without replacement within a batch)."""
-    trials = []
-    for train_set, generator in zip(train_sets, generators):
-        n, device = train_set.inputs.shape[0], train_set.inputs.device
-        index = (
-            torch.randperm(n, generator=generator, device=device)[:batch]
-            if batch <= n
-            else torch.randint(n, (batch,), generator=generator, device=device)
-        )
-        trials.append(select_trials(train_set, index))
-    return trials
 
 
 def check_compatible(specs: Sequence[CircuitSpec]) -> None:
@@ -207,7 +192,7 @@ def train_ensemble(
                 chunks = _draw_chunks(tasks, generators, batch, seq, chunk_end - step, shared_task)
             trials = [trial for chunk in chunks for trial in chunk.batches(step - chunk_start)]
         else:
-            trials = _draw_from_sets(train_sets, generators, batch)
+            trials = [draw_from_set(s, batch, generator) for s, generator in zip(train_sets, generators)]
         noises = [model.draw_noise(batch, seq, generator) for model, generator in zip(models, generators)]
         rec = _stack_noise([n.recurrent for n in noises], (seq, batch, template.n_units), any_recurrent, device)
         inp = _stack_noise([n.input for n in noises], tuple(trials[0].inputs.shape), any_input, device)

@@ -66,6 +66,18 @@ def select_trials(trials: TrialBatch, index: torch.Tensor) -> TrialBatch:
     return TrialBatch(**{name: getattr(trials, name)[index] for name in TrialBatch.__dataclass_fields__})
 
 
+def draw_from_set(train_set: TrialBatch, batch: int, generator: torch.Generator) -> TrialBatch:
+    """A training batch from a finite training set: without replacement within a batch, with replacement when the
+    set is smaller than a batch."""
+    n, device = train_set.inputs.shape[0], train_set.inputs.device
+    index = (
+        torch.randperm(n, generator=generator, device=device)[:batch]
+        if batch <= n
+        else torch.randint(n, (batch,), generator=generator, device=device)
+    )
+    return select_trials(train_set, index)
+
+
 TRAJECTORY_CHUNK_AGENTS = 1024  # agents moved per call of the trajectory loop during training
 
 
@@ -172,14 +184,8 @@ def train(
                     chunk_start, chunk_end = step, chunk_stop(step, steps, cfg.checkpoint_every_steps, batch)
                     chunk = TrialChunk(task, batch, seq, [generator], chunk_end - step)
                 trials = chunk.batches(step - chunk_start)[0]
-            else:  # without replacement within a batch; with replacement when the set is smaller than a batch
-                k = cfg.n_train_trajectories
-                index = (
-                    torch.randperm(k, generator=generator, device=device)[:batch]
-                    if batch <= k
-                    else torch.randint(k, (batch,), generator=generator, device=device)
-                )
-                trials = select_trials(train_set, index)
+            else:
+                trials = draw_from_set(train_set, batch, generator)
             noise = model.draw_noise(batch, seq, generator)
             outputs, _ = model(trials.inputs, trials.initial_code, noise, rule=rule)
             loss = task_loss(outputs, trials.targets, cfg.loss)

@@ -7,7 +7,7 @@ import math
 import torch
 
 from recircuit.spec import HeadDirectionTask
-from recircuit.tasks.base import Movement, TrialBatch, TrialChunk, sample_batch, sample_gains
+from recircuit.tasks.base import Movement, TrialBatch, sample_batch, sample_gains
 
 
 def wrap_angle(theta: torch.Tensor) -> torch.Tensor:
@@ -71,10 +71,6 @@ class HeadDirection:
 
     def sample(self, batch_size: int, steps: int, generator: torch.Generator) -> TrialBatch:
         return sample_batch(self, batch_size, steps, generator)
-
-    def sample_many(self, batch_size: int, steps: int, generators: list[torch.Generator]) -> list[TrialBatch]:
-        """One batch per generator, equal to ``sample`` with each, moved in one call."""
-        return TrialChunk(self, batch_size, steps, generators, 1).batches(0)
 
     def encode(self, headings: torch.Tensor) -> torch.Tensor:
         """Von Mises code exp(kappa (cos(theta - theta_i) - 1)), peak 1; headings (..., 1) -> (..., n_cells).

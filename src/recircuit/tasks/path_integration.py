@@ -7,7 +7,7 @@ import math
 import torch
 
 from recircuit.spec import PathIntegrationTask
-from recircuit.tasks.base import Movement, TrialBatch, TrialChunk, sample_batch, sample_gains
+from recircuit.tasks.base import Movement, TrialBatch, sample_batch, sample_gains
 
 
 class PathIntegration:
@@ -92,10 +92,6 @@ class PathIntegration:
 
     def sample(self, batch_size: int, steps: int, generator: torch.Generator) -> TrialBatch:
         return sample_batch(self, batch_size, steps, generator)
-
-    def sample_many(self, batch_size: int, steps: int, generators: list[torch.Generator]) -> list[TrialBatch]:
-        """One batch per generator, equal to ``sample`` with each, but moved in one loop over all agents."""
-        return TrialChunk(self, batch_size, steps, generators, 1).batches(0)
 
     def encode(self, positions: torch.Tensor) -> torch.Tensor:
         """Place-cell code softmax(-|x - c|^2 / (2 w^2)) over cells, shape (..., n_cells).
