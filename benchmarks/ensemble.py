@@ -5,17 +5,15 @@ this process. Prints member-steps/s of each, the share of the sequential time th
 place-cell readout and its cross-entropy, forward and backward: work that batching members cannot remove, so
 sequential / that work bounds the ratio), and the throughput ratio (ensemble / sequential) on the last line.
 
-Unless ``GLIBC_TUNABLES`` is already set or ``--default-allocator`` is given, the script re-executes itself with the
-glibc malloc tunables the workflow uses (shared/research/env_measure.md 4c): the ensemble's (K, batch, time, cells)
-tensors are over glibc's 32 MiB mmap threshold and would otherwise be page-faulted afresh every step.
+Unless ``--default-allocator`` is given, both run with the glibc malloc settings the `recircuit` command sets
+(recircuit.allocator; shared/research/env_measure.md 4c): the ensemble's (K, batch, time, cells) tensors are over
+glibc's 32 MiB mmap threshold and would otherwise be page-faulted afresh every step.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,11 +21,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from recircuit.allocator import allocator_in_use
 from recircuit.learning.ensemble import train_ensemble
 from recircuit.learning.train import task_loss, train
 from recircuit.spec import CircuitSpec, load_spec
 
-TUNABLES = "glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=4294967296"
 TARGET_RATIO = 4.0
 
 
@@ -58,10 +56,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--default-allocator", action="store_true", help="do not re-execute with the glibc tunables")
+    parser.add_argument("--default-allocator", action="store_true", help="keep glibc's default malloc settings")
     args = parser.parse_args()
-    if not args.default_allocator and "GLIBC_TUNABLES" not in os.environ:
-        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "GLIBC_TUNABLES": TUNABLES})
+    allocator = allocator_in_use(args.default_allocator)
     torch.set_num_threads(args.threads)
     n_inh = args.units // 5
     overrides = [
@@ -84,7 +81,7 @@ def main() -> None:
         ensemble = time.perf_counter() - start
     readout = readout_seconds(specs[0]) * args.members * args.steps if args.device == "cpu" else float("nan")
     member_steps = args.members * args.steps
-    print(f"allocator: GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(unset: glibc defaults)')}")
+    print(f"allocator: {allocator}")
     print(f"{args.members} circuits x {args.units} units, batch {args.batch} x {args.time_steps} time steps, "
           f"{specs[0].task.place_cells.n_cells} place cells ({specs[0].training.loss}), {args.steps} steps each, "
           f"{args.threads} thread(s), {args.device}")

@@ -9,13 +9,13 @@ forward and backward, readout forward and backward) gives the ceiling that both 
     python benchmarks/train_step.py --threads 2            # reference size: 512 units, 512 outputs, batch 200, T 100
     python benchmarks/train_step.py --small --repeats 3    # a quick check
 
-The last line printed is ``ratio R`` with R = recircuit steps/s / baseline steps/s (> 1: recircuit is faster); the
-lines before it say whether the targets of issue 8 are met (R >= 4, and recircuit at >= 75% of the matmul ceiling).
-
-Temporaries over 32 MiB are slow to allocate with glibc's default mmap threshold (shared/research/env_measure.md 4c;
-the workflow sets the tunable below). Unless ``GLIBC_TUNABLES`` is already set or ``--default-allocator`` is given,
-the script re-executes itself with ``GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1073741824:
-glibc.malloc.trim_threshold=4294967296``, so all three variants run with it; the first line printed says which.
+The variants run twice in one process: first with glibc's default malloc settings (how the reference code runs),
+then with the settings the `recircuit` command sets for itself (recircuit.allocator: large freed blocks stay in
+the heap instead of being page-faulted afresh every step, shared/research/env_measure.md 4c). Three ratios follow:
+the same allocator for both in each phase, and recircuit as it runs against the reference-style loop as it runs.
+The last line printed is ``ratio R``, that last one (> 1: recircuit is faster); the lines before it say whether the
+targets of issue 8 are met (R >= 4, and recircuit at >= 75% of the matmul ceiling measured with the same settings).
+``--default-allocator`` runs the first phase only.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import argparse
 import math
 import os
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +31,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from recircuit.allocator import allocator_in_use
 from recircuit.circuit import ACTIVATIONS, build_circuit
 from recircuit.learning import task_loss
 from recircuit.spec import load_spec
@@ -39,7 +39,6 @@ from recircuit.spec import load_spec
 SPEC = Path(__file__).resolve().parents[1] / "circuits" / "path_integration.yaml"
 REFERENCE_SIZE = {"n_exc": 410, "n_inh": 102, "n_cells": 512, "batch": 200, "steps": 100}
 SMALL_SIZE = {"n_exc": 102, "n_inh": 26, "n_cells": 128, "batch": 32, "steps": 20}
-TUNABLES = "glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=4294967296"
 TARGET_RATIO, TARGET_CEILING = 4.0, 0.75
 
 
@@ -119,12 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         "--activation", choices=sorted(ACTIVATIONS), default="relu", help="of both variants (default relu, as the reference)"
     )
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    parser.add_argument(
-        "--default-allocator", action="store_true", help="do not re-execute with the glibc malloc tunables"
-    )
+    parser.add_argument("--default-allocator", action="store_true", help="glibc's default malloc settings only")
     args = parser.parse_args(argv)
-    if argv is None and not args.default_allocator and "GLIBC_TUNABLES" not in os.environ:
-        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "GLIBC_TUNABLES": TUNABLES})
+    if "GLIBC_TUNABLES" in os.environ:
+        raise SystemExit("unset GLIBC_TUNABLES: this benchmark compares glibc's defaults with recircuit's settings")
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -175,18 +172,6 @@ def main(argv: list[str] | None = None) -> int:
     variant_flops = {"recircuit": flops, "baseline": matmul_flops(n_units, n_units, n_cells, batch, steps)}
     variants = {"recircuit": recircuit_step, "baseline": baseline_step, "matmul-only": mm_run}
 
-    for _ in range(args.warmup):
-        for fn in variants.values():
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(args.repeats):  # interleaved, so load changes on a shared machine hit every variant alike
-        for name, fn in variants.items():
-            times[name].append(timed(fn, device))
-    if not math.isfinite(recircuit_step()) or not math.isfinite(baseline_step()):
-        raise SystemExit("a variant produced a non-finite loss")
-
-    median = {name: statistics.median(t) for name, t in times.items()}
-    print(f"allocator: GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(unset: glibc defaults)')}")
     print(
         f"train step: {n_units} units ({size['n_exc']} E + {size['n_inh']} I), {n_cells} outputs, batch {batch}, "
         f"{steps} time steps, {args.activation}, {device.type} with {torch.get_num_threads()} threads, "
@@ -196,19 +181,44 @@ def main(argv: list[str] | None = None) -> int:
         f"matmul FLOPs per step (recurrent and readout, fwd+bwd): recircuit {flops / 1e9:.2f} GFLOP, "
         f"baseline {variant_flops['baseline'] / 1e9:.2f} GFLOP (its readout reads all {n_units} units)"
     )
-    ceiling = flops / median["matmul-only"]
-    for name in variants:
-        t = median[name]
-        spread = f"{min(times[name]) * 1e3:.0f}-{max(times[name]) * 1e3:.0f}"
-        line = f"{name:<12} {t * 1e3:8.1f} ms/step ({spread})  {1 / t:7.2f} steps/s"
-        if name == "matmul-only":
-            line += f"  {ceiling / 1e9:6.1f} GFLOP/s (the ceiling)"
-        else:
-            achieved = variant_flops[name] / t
-            line += f"  {achieved / 1e9:6.1f} GFLOP/s = {achieved / ceiling:5.1%} of the matmul ceiling"
-        print(line)
-    ratio = median["baseline"] / median["recircuit"]  # recircuit steps/s over baseline steps/s
+
+    def phase(allocator: str) -> tuple[dict[str, float], float]:
+        """Median seconds per variant, interleaved so that load changes on a shared machine hit every variant alike;
+        and the matmul ceiling in FLOP/s."""
+        for _ in range(args.warmup):
+            for fn in variants.values():
+                fn()
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        for _ in range(args.repeats):
+            for name, fn in variants.items():
+                times[name].append(timed(fn, device))
+        if not math.isfinite(recircuit_step()) or not math.isfinite(baseline_step()):
+            raise SystemExit("a variant produced a non-finite loss")
+        median = {name: statistics.median(t) for name, t in times.items()}
+        ceiling = flops / median["matmul-only"]
+        print(f"allocator: {allocator}")
+        for name in variants:
+            t = median[name]
+            spread = f"{min(times[name]) * 1e3:.0f}-{max(times[name]) * 1e3:.0f}"
+            line = f"  {name:<12} {t * 1e3:8.1f} ms/step ({spread})  {1 / t:7.2f} steps/s"
+            if name == "matmul-only":
+                line += f"  {ceiling / 1e9:6.1f} GFLOP/s (the ceiling)"
+            else:
+                achieved = variant_flops[name] / t
+                line += f"  {achieved / 1e9:6.1f} GFLOP/s = {achieved / ceiling:5.1%} of the matmul ceiling"
+            print(line)
+        print(f"  ratio, same allocator: {median['baseline'] / median['recircuit']:.2f}")
+        return median, ceiling
+
+    default_median, default_ceiling = phase(allocator_in_use(keep_defaults=True))
+    if args.default_allocator:
+        median, ceiling = default_median, default_ceiling
+    else:
+        median, ceiling = phase(allocator_in_use())
+    ratio = default_median["baseline"] / median["recircuit"]  # recircuit steps/s over baseline steps/s, each as run
     of_ceiling = flops / median["recircuit"] / ceiling
+    print(f"recircuit as it runs {median['recircuit'] * 1e3:.0f} ms/step ({of_ceiling:.1%} of the matmul ceiling "
+          f"with the same settings); reference-style loop as it runs {default_median['baseline'] * 1e3:.0f} ms/step")
     print(f"target ratio >= {TARGET_RATIO:g}: {'pass' if ratio >= TARGET_RATIO else 'FAIL'} ({ratio:.2f})")
     print(f"target >= {TARGET_CEILING:.0%} of the matmul ceiling: {'pass' if of_ceiling >= TARGET_CEILING else 'FAIL'} "
           f"({of_ceiling:.1%})")

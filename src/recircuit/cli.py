@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from recircuit.allocator import keep_large_allocations
 from recircuit.cli_options import add_set_argument
 from recircuit.spec import CircuitSpec, SpecError, load_spec
 
@@ -245,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_large_allocations()
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

@@ -16,7 +16,6 @@ THREADS_ENV = "OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads} MKL_NUM_
 # Jobs call the `recircuit` installed next to the Python running Snakemake (it imports recircuit above), also
 # when that environment is not activated.
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
-os.environ.setdefault("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=4294967296")
 
 # Seeds of these (circuit, variant) pairs train together in one `train_ensemble` job; every other run in its own
 # `train` job. The circuit wildcard's constraint looks ahead at "<circuit>/<variant>/" to send each run folder to
