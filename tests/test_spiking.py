@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from scipy.special import expit
 from conftest import CIRCUITS_DIR
 
 from recircuit.circuit import Noise, build_circuit
@@ -245,6 +246,29 @@ def test_tanh_circuit_is_rewritten_exactly_as_sigmoid(make_spec):
     np.testing.assert_allclose(s @ circuit.output.T + circuit.output_bias, outputs.double().numpy(), atol=2e-4)
     exc, inh = circuit.recurrent[:, : circuit.n_exc], circuit.recurrent[:, circuit.n_exc :]
     assert (exc >= 0).all() and (inh <= 0).all()
+
+
+def test_lif_activation_is_the_fitted_curve_times_lambda_and_held_beyond_its_table():
+    cal = calibrate_lif(1 / 100.0, (-6.0, 7.0), 10.0, CONSTANTS.threshold_gap_mV, CONSTANTS.tau_m_ms, 1.0)
+    phi = cal.lif_activation(CONSTANTS.threshold_gap_mV, CONSTANTS.tau_m_ms)
+    x = np.linspace(-15.0, 18.0, 97)
+    exact = cal.lambda_s * cal.siegert_rate_hz(x, CONSTANTS.threshold_gap_mV, CONSTANTS.tau_m_ms)
+    np.testing.assert_allclose(phi(x), exact, atol=1e-5)
+    assert phi(np.array([-1e3]))[0] == pytest.approx(phi(np.array([-32.0]))[0]) and phi(np.array([-1e3]))[0] < 1e-3
+    assert phi(np.array([1e3]))[0] == pytest.approx(phi(np.array([33.0]))[0]) and phi(np.array([1e3]))[0] > 0.9
+
+
+def test_rate_circuit_with_the_sigmoid_as_activation_is_the_rate_circuit(make_spec):
+    model, task = build_circuit(make_spec("head_direction"))
+    circuit = rate_circuit_from_model(model)
+    trials = task.sample(3, 12, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        h0 = model.initial_rates(trials.initial_code).double().numpy()
+    inputs = trials.inputs.double().numpy()
+    default = simulate_rate_circuit(circuit, inputs, h0)
+    np.testing.assert_array_equal(simulate_rate_circuit(circuit, inputs, h0, expit), default)
+    halved = simulate_rate_circuit(circuit, inputs, h0, lambda x: 0.5 * expit(x))
+    assert not np.allclose(halved, default)
 
 
 def test_calibration_fits_sigmoid_over_lambda_within_a_few_percent():
@@ -670,6 +694,8 @@ def test_spike_command_writes_spiking_nc_and_figures(make_spec, tmp_path, tiny_s
     assert one.sizes["search"] == 2 and float(one["max_rate"]) in one["search_max_rate"].values
     assert one["search_max_rate"].values.tolist() == [50.0, 100.0]
     assert np.isfinite(one["error_ratio"].values).all() and (one["error_ratio"].values > 0).all()
+    assert float(one["fi_only_error_ratio"]) > 0 and one["fi_only_position_error"].dims == ("trial", "time")
+    assert one["fi_only_position_error"].shape == one["spiking_position_error"].shape
     assert np.isfinite(float(one["kl_offline"])) and np.isfinite(float(one["kl_offline_rate"]))
     assert int(one["spike_count"].sum()) > 0 and one["spike_count"].dtype == np.uint16
     assert float(one["fi_rms"]) < 0.2

@@ -38,6 +38,7 @@ drive. Error normalization (``errors``) and the homeostatic loss act only in tra
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -398,6 +399,16 @@ class LIFCalibration:
         """The fitted LIF rate (diffusion approximation) at rate-model current x, Hz."""
         drive = self.gain_mV * np.asarray(current, dtype=np.float64) + self.offset_mV
         return siegert_rate_hz(drive, self.noise_mV, gap_mV, tau_m_ms / 1000.0, self.refractory_ms / 1000.0)
+
+    def lif_activation(self, gap_mV: float, tau_m_ms: float, n_points: int = 20_001) -> Callable[[np.ndarray], np.ndarray]:
+        """x -> lambda f_LIF(x): the fitted LIF f-I curve in the rate model's units (where sigmoid(x) was).
+
+        Tabulated on ``n_points`` currents spanning 5x the operating range and interpolated linearly; beyond the
+        table the rate is held at its end values (the neuron is silent or saturated there)."""
+        width = self.current_high - self.current_low
+        grid = np.linspace(self.current_low - 2 * width, self.current_high + 2 * width, n_points)
+        table = self.lambda_s * self.siegert_rate_hz(grid, gap_mV, tau_m_ms)
+        return lambda current: np.interp(current, grid, table)
 
 
 def calibrate_lif(

@@ -53,6 +53,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import xarray as xr
+from scipy.special import expit
 
 from recircuit.circuit.io import load_model
 from recircuit.circuit.network import EICircuit, Noise
@@ -188,10 +189,16 @@ def rate_currents(circuit: RateCircuit, trials: RateTrials, which: str = "none")
     return presynaptic @ circuit.recurrent.T + trials.inputs @ circuit.input.T + circuit.bias
 
 
-def simulate_rate_circuit(circuit: RateCircuit, inputs: np.ndarray, initial_rates: np.ndarray) -> np.ndarray:
+def simulate_rate_circuit(
+    circuit: RateCircuit,
+    inputs: np.ndarray,
+    initial_rates: np.ndarray,
+    activation: Callable[[np.ndarray], np.ndarray] = expit,
+) -> np.ndarray:
     """Noise-free rates s (trial, time, units) of the sigmoid circuit, a = dt/tau (float64 reference), from model-space
     h0 (trial, n_model); every unit, the normalization interneurons instantaneous: at step t their rates are computed
-    from [s_{t-1}; u_t] first and enter the model units' current of that step (stored at t)."""
+    from [s_{t-1}; u_t] first and enter the model units' current of that step (stored at t). ``activation`` replaces
+    the model units' sigmoid (e.g. the twin's LIF f-I curve, `LIFCalibration.lif_activation`)."""
     n = circuit.n_model
     alpha = circuit.step_s / circuit.tau_s[:n]
     recurrent, input_w, bias = circuit.recurrent[:n], circuit.input[:n], circuit.bias[:n]
@@ -200,7 +207,7 @@ def simulate_rate_circuit(circuit: RateCircuit, inputs: np.ndarray, initial_rate
     for t in range(inputs.shape[1]):
         presynaptic = circuit.presynaptic(s, inputs[:, t])
         current = presynaptic @ recurrent.T + inputs[:, t] @ input_w.T + bias
-        s = (1 - alpha) * s + alpha / (1 + np.exp(-current))
+        s = (1 - alpha) * s + alpha * activation(current)
         out[:, t, :n] = s
         out[:, t, n:] = presynaptic[:, n:]
     return out
@@ -725,6 +732,15 @@ def spike(
     decoded = decode(model, spiking_readout(circuit, cal, spk.rates_hz))
     error = decoding_error(model, decoded, trials.states)
     error_ratio = {k: float(error.mean() / trials.error[k].mean()) for k in RATE_NOISE}
+    # The f-I curve alone: the rate circuit with the twin's LIF curve in place of the sigmoid and no spikes. Its
+    # error against the noise-free rate circuit's separates f-I mismatch from spike noise in the twin's error.
+    fi_only_rates = simulate_rate_circuit(
+        circuit, trials.inputs, trials.initial_rates, cal.lif_activation(sp.threshold_gap_mV, sp.tau_m_ms)
+    )
+    fi_only_error = decoding_error(
+        model, decode(model, fi_only_rates @ circuit.output.T + circuit.output_bias), trials.states
+    )
+    fi_only_ratio = float(fi_only_error.mean() / trials.error["none"].mean())
     n_model = circuit.n_model
     task_stats = rate_statistics(
         spk.counts, sp.n_trials * shape.duration_s, circuit.n_exc, circuit.dale, circuit.n_norm
@@ -773,6 +789,10 @@ def spike(
         f"{medians['evaluation'][0]:.3f} (noise-free rate {medians['none'][0]:.3f}); mean rate E "
         f"{task_stats['mean_rate_exc']:.1f} Hz, I {task_stats['mean_rate_inh']:.1f} Hz"
     )
+    log(
+        f"  the LIF f-I curve alone (rate circuit, no spikes): error {fi_only_error.mean():.3f}, "
+        f"{fi_only_ratio:.2f} x the noise-free rate circuit's"
+    )
     if circuit.n_norm:
         log(
             f"  normalization interneurons: median r {norm_medians['evaluation'][0]:.3f} (noise-free rate "
@@ -813,6 +833,18 @@ def spike(
             "dt_s": spec.task.dt_s,
             "task_kind": task.kind,
         }
+    )
+    error_name, error_long, error_units = error_variable(task.kind)
+    ds[f"fi_only_{error_name}"] = label(
+        xr.DataArray(fi_only_error, dims=("trial", "time")),
+        f"{error_long} of the rate circuit with the twin's LIF f-I curve in place of the sigmoid (no spikes, "
+        "no recurrent noise)",
+        error_units,
+    )
+    ds["fi_only_error_ratio"] = label(
+        xr.DataArray(fi_only_ratio),
+        "mean decoding error of the rate circuit with the LIF f-I curve / of the noise-free rate circuit",
+        "1",
     )
     ds = with_sweep_dims(ds, circuit=meta["circuit"], variant=meta["variant"], seed=meta["seed"])
     path = save_dataset(ds, Path(out) if out else run_dir / SPIKING_FILE)
