@@ -50,11 +50,21 @@ def test_each_member_equals_training_it_alone(tmp_path, members):
     for k, spec in enumerate(specs):
         train(spec, tmp_path / f"alone{k}", circuit="pi", variant=f"v{k}", log=quiet)
         together, alone = load_model(out[k]), load_model(tmp_path / f"alone{k}")
+        lr = spec.training.learning_rate
         for (name, a), b in zip(together.named_parameters(), alone.parameters()):
-            # The normalizing interneurons learn only from the tiny homeostatic loss: Adam turns a rounding-level
-            # difference in such a gradient (batched over members vs alone) into a step of up to the learning rate.
-            atol = 0.05 * spec.training.learning_rate if name.startswith("normalization.") else 1e-6
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=atol, msg=name)
+            if name.startswith("normalization."):
+                # The normalizing interneurons learn only from the tiny homeostatic loss: Adam divides each entry's
+                # gradient by its own RMS, so a rounding-level difference (batched over members vs alone) in a
+                # near-zero entry can become a step of up to the learning rate. A few entries may differ by up to
+                # one step (0.15 lr seen on an AVX-512 CPU); a wrong gradient would move them all.
+                difference = (a - b).abs()
+                assert difference.max() <= lr, f"{name}: {difference.max():.3g} > lr"
+                assert difference.mean() <= 0.05 * lr, f"{name}: mean {difference.mean():.3g} > 0.05 lr"
+            else:
+                # those interneuron differences feed back into the circuit's own weights: 10x looser there, still
+                # 0.2% of what 6 Adam steps can move a weight
+                atol = 0.01 * lr if spec.network.normalization.kind != "none" else 1e-6
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=atol, msg=name)
         assert (together.effective_weights()["recurrent"][:, 24:] <= 0).all()
 
 

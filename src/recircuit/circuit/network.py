@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recircuit.circuit.noise import standard_normal
 from recircuit.circuit.normalization import InhibitoryNormalization
 from recircuit.circuit.scan import fused_scan_available, rate_scan
 from recircuit.spec import CircuitSpec
@@ -234,17 +235,14 @@ class EICircuit(nn.Module):
     def draw_noise(
         self, batch: int, steps: int, generator: torch.Generator, scale: float = 1.0, input_scale: float | None = None
     ) -> Noise:
-        """All the noise of one run in two calls; ``scale`` multiplies the recurrent SD (e.g. sqrt(2) offline)."""
+        """All the noise of one run (recurrent noise on all CPU threads: circuit.noise); ``scale`` multiplies the
+        recurrent SD (e.g. sqrt(2) offline)."""
         device = self.recurrent_raw.device
         rec_sd, in_sd = self.noise_sd_per_step(scale)
         if input_scale is not None:
             in_sd = self.noise_sd_per_step(input_scale)[1]
         n_inputs = self.input_raw.shape[1]
-        recurrent = (
-            torch.randn(steps, batch, self.n_units, generator=generator, device=device).mul_(rec_sd)
-            if rec_sd > 0
-            else None
-        )
+        recurrent = standard_normal((steps, batch, self.n_units), generator, device).mul_(rec_sd) if rec_sd > 0 else None
         inputs = (
             torch.randn(batch, steps, n_inputs, generator=generator, device=device).mul_(in_sd) if in_sd > 0 else None
         )

@@ -43,7 +43,7 @@ class Task(Protocol):
     def draw(self, batch_size: int, steps: int, generator: torch.Generator) -> dict[str, torch.Tensor]: ...
     def move(self, draws: dict[str, torch.Tensor]) -> Movement: ...
     def sample(self, batch_size: int, steps: int, generator: torch.Generator) -> TrialBatch: ...
-    def encode(self, states: torch.Tensor) -> torch.Tensor: ...
+    def encode(self, states: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor: ...
     def decode(self, outputs: torch.Tensor) -> torch.Tensor: ...
     def error(self, decoded: torch.Tensor, true: torch.Tensor) -> torch.Tensor: ...
 
@@ -71,11 +71,22 @@ class TrialChunk:
             raise IndexError(f"batch {index} of a chunk of {self.n_batches}")
         block = self.n_members * self.batch_size
         agents = slice(index * block, (index + 1) * block)
-        m, encode = self.movement, self.task.encode
+        m, size = self.movement, self.batch_size
         states, initial = m.states[agents], m.initial_state[agents]
-        fields = (m.inputs[agents], encode(states), states, initial, encode(initial), m.gains[agents])
-        size = self.batch_size
+        fields = (m.inputs[agents], self._encode(states), states, initial, self._encode(initial), m.gains[agents])
         return [TrialBatch(*(f[k * size : (k + 1) * size] for f in fields)) for k in range(self.n_members)]
+
+    def _encode(self, states: torch.Tensor) -> torch.Tensor:
+        """Cell codes of every member's agents in one buffer, encoded one member at a time: a member's code stays in
+        cache while it is written, where one code of all members' agents (K times larger) would not."""
+        first = self.task.encode(states[: self.batch_size])
+        if self.n_members == 1:
+            return first
+        codes = first.new_empty((states.shape[0], *first.shape[1:]))
+        codes[: self.batch_size] = first
+        for start in range(self.batch_size, states.shape[0], self.batch_size):
+            self.task.encode(states[start : start + self.batch_size], out=codes[start : start + self.batch_size])
+        return codes
 
 
 def sample_batch(task: Task, batch_size: int, steps: int, generator: torch.Generator) -> TrialBatch:

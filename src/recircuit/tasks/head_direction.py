@@ -72,15 +72,17 @@ class HeadDirection:
     def sample(self, batch_size: int, steps: int, generator: torch.Generator) -> TrialBatch:
         return sample_batch(self, batch_size, steps, generator)
 
-    def encode(self, headings: torch.Tensor) -> torch.Tensor:
-        """Von Mises code exp(kappa (cos(theta - theta_i) - 1)), peak 1; headings (..., 1) -> (..., n_cells).
+    def encode(self, headings: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Von Mises code exp(kappa (cos(theta - theta_i) - 1)), peak 1; headings (..., 1) -> (..., n_cells), written
+        into ``out`` if given.
 
         cos(theta - theta_i) = cos theta cos theta_i + sin theta sin theta_i, so the exponent is one matrix product
         of (cos theta, sin theta) with the cells' unit vectors: no (..., n_cells) cosine or difference tensors.
         """
         flat = headings.reshape(-1, 1)
         direction = torch.cat([torch.cos(flat), torch.sin(flat)], dim=1)
-        exponent = torch.addmm(self.exponent_offset, direction, self.preferred_vectors, alpha=self.kappa)
+        flat_out = out.view(-1, self.n_cells) if out is not None else None
+        exponent = torch.addmm(self.exponent_offset, direction, self.preferred_vectors, alpha=self.kappa, out=flat_out)
         return exponent.clamp_(max=0.0).exp_().view(*headings.shape[:-1], self.n_cells)  # peak 1 despite rounding
 
     def decode(self, outputs: torch.Tensor) -> torch.Tensor:

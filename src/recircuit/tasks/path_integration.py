@@ -93,8 +93,8 @@ class PathIntegration:
     def sample(self, batch_size: int, steps: int, generator: torch.Generator) -> TrialBatch:
         return sample_batch(self, batch_size, steps, generator)
 
-    def encode(self, positions: torch.Tensor) -> torch.Tensor:
-        """Place-cell code softmax(-|x - c|^2 / (2 w^2)) over cells, shape (..., n_cells).
+    def encode(self, positions: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Place-cell code softmax(-|x - c|^2 / (2 w^2)) over cells, shape (..., n_cells), written into ``out`` if given.
 
         |x - c|^2 = |x|^2 - 2 x.c + |c|^2 and softmax ignores the |x|^2 term, constant over cells, so the logits
         are (x.c - |c|^2 / 2) / w^2: one matrix product instead of a (..., n_cells, 2) difference tensor.
@@ -102,7 +102,10 @@ class PathIntegration:
         inv_var = 1.0 / self.spec.place_cells.width_m**2
         flat = positions.reshape(-1, 2)
         logits = torch.addmm(self.centre_offsets, flat, self.centres.T, beta=inv_var, alpha=inv_var)
-        return torch.softmax(logits, dim=-1).view(*positions.shape[:-1], self.n_cells)
+        shape = (*positions.shape[:-1], self.n_cells)
+        if out is None:
+            return torch.softmax(logits, dim=-1).view(shape)
+        return torch.softmax(logits, dim=-1, out=out.view(-1, self.n_cells)).view(shape)
 
     def decode(self, outputs: torch.Tensor) -> torch.Tensor:
         """Position (m): mean centre of the k most active outputs."""
