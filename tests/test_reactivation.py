@@ -400,6 +400,32 @@ def test_reactivation_report_counts_the_seeds_where_each_claim_holds():
     assert "2/3 seeds" in report(ds)
 
 
+def test_reactivation_report_checks_the_unconstrained_pair_like_the_dale_pair():
+    import xarray as xr
+
+    from recircuit.analysis.reactivation_report import report_rows
+
+    quiescent = ["unconstrained", "unconstrained_noise_free", "untrained", "uniform"]
+    waking = ["unconstrained", "unconstrained_noise_free"]
+    kl = np.ones((1, 1, 2, len(quiescent), len(waking)))
+    kl[0, 0, :, 0, 0] = 0.5
+    kl[0, 0, :, 1, 0] = [0.8, 0.3]  # the unconstrained noisy circuit is closer in seed 0 only
+    variance = np.full((1, 1, 2, len(quiescent)), 0.01)
+    variance[0, 0, :, 1] = [1e-5, 2e-3]
+    dims = ("circuit", "variant", "seed", "quiescent")
+    ds = xr.Dataset(
+        {"kl": (dims + ("waking",), kl), "coverage": (dims + ("waking",), np.full(kl.shape, 0.4)),
+         "position_variance": (dims, variance)},
+        coords={"circuit": ["pi"], "variant": ["all"], "seed": [0, 1], "quiescent": quiescent, "waking": waking},
+    )
+    rows = {r["claim"]: (r["holds"], r["seeds"]) for r in report_rows(ds)}
+    pair = "KL(unconstrained || unconstrained awake) < KL(unconstrained_noise_free || unconstrained awake)"
+    assert rows[pair] == (1, 2)
+    assert rows["unconstrained noise-free offline output variance < 0.001"] == (1, 2)
+    assert rows["coverage of unconstrained awake bins by unconstrained offline >= 0.5"] == (0, 2)
+    assert not any(claim.startswith("KL(noisy") for claim in rows)  # no Dale variants in this sweep
+
+
 def test_reactivation_report_refuses_what_is_not_a_reactivation_summary(tmp_path, capsys):
     import xarray as xr
 

@@ -2,7 +2,8 @@
 
 Each check is an ordering or a threshold evaluated per circuit and seed; the report gives the values compared
 (median over seeds) and in how many seeds the claim holds. Quiescent rows and waking columns are the variants of
-the sweep (`noisy`, `noise_free`, `biased`, `unconstrained`) plus the controls `untrained` and `uniform`.
+the sweep (`noisy`, `noise_free`, `biased`, `unconstrained`, `unconstrained_noise_free`) plus the controls
+`untrained` and `uniform`; a check whose variants the sweep lacks is skipped.
 """
 
 from __future__ import annotations
@@ -58,10 +59,14 @@ def checks(task: str) -> list[Check]:
               ("noise_free",), (), _offline(variance, "noise_free"), MAX_NOISE_FREE_VARIANCE[task]),
         Check("KL(biased || biased awake) < KL(biased || noisy awake)", ("kl",), ("biased",), ("biased", "noisy"),
               _kl("biased", "biased"), _kl("biased", "noisy")),
+        _kl_order("unconstrained", "unconstrained_noise_free", "unconstrained"),
         _kl_order("unconstrained", "untrained", "unconstrained"),
         Check("coverage of unconstrained awake bins by unconstrained offline >= 0.5", ("coverage",), ("unconstrained",),
               ("unconstrained",), lambda ds: ds["coverage"].sel(quiescent="unconstrained", waking="unconstrained"),
               MIN_COVERAGE, greater=True),
+        Check(f"unconstrained noise-free offline output variance < {MAX_NOISE_FREE_VARIANCE[task]:g}", (variance,),
+              ("unconstrained_noise_free",), (), _offline(variance, "unconstrained_noise_free"),
+              MAX_NOISE_FREE_VARIANCE[task]),
     ]
     if task == "head_direction":
         found += [

@@ -242,7 +242,9 @@ class EICircuit(nn.Module):
         if input_scale is not None:
             in_sd = self.noise_sd_per_step(input_scale)[1]
         n_inputs = self.input_raw.shape[1]
-        recurrent = standard_normal((steps, batch, self.n_units), generator, device).mul_(rec_sd) if rec_sd > 0 else None
+        recurrent = None
+        if rec_sd > 0:
+            recurrent = standard_normal((steps, batch, self.n_units), generator, device).mul_(rec_sd)
         inputs = (
             torch.randn(batch, steps, n_inputs, generator=generator, device=device).mul_(in_sd) if in_sd > 0 else None
         )

@@ -22,7 +22,7 @@ def _pool(workers: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="recircuit-noise")
 
 
-def standard_normal(shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> torch.Tensor:
+def standard_normal(shape: tuple[int, ...], generator: torch.Generator, device: torch.device | str) -> torch.Tensor:
     """N(0, 1) draws of ``shape`` from ``generator``: on CPU in NOISE_PARTS slices along dim 0, each from its own
     generator seeded by ``generator``, filled on up to torch.get_num_threads() threads; elsewhere one call (CUDA's
     generator is already parallel)."""
