@@ -55,10 +55,10 @@ def test_each_member_equals_training_it_alone(tmp_path, members):
             if name.startswith("normalization."):
                 # The normalizing interneurons learn only from the tiny homeostatic loss: Adam divides each entry's
                 # gradient by its own RMS, so a rounding-level difference (batched over members vs alone) in a
-                # near-zero entry can become a step of up to the learning rate. A few entries may differ by up to
-                # one step (0.15 lr seen on an AVX-512 CPU); a wrong gradient would move them all.
+                # near-zero entry can become a step of up to the learning rate, either way: a few entries may differ
+                # by up to 2 lr (0.28 lr seen on an AVX-512 CPU); a wrong gradient would move them all.
                 difference = (a - b).abs()
-                assert difference.max() <= lr, f"{name}: {difference.max():.3g} > lr"
+                assert difference.max() <= 2 * lr, f"{name}: {difference.max():.3g} > 2 lr"
                 assert difference.mean() <= 0.05 * lr, f"{name}: mean {difference.mean():.3g} > 0.05 lr"
             else:
                 # those interneuron differences feed back into the circuit's own weights: 10x looser there, still

@@ -326,3 +326,12 @@ def test_trajectory_chunks_stop_at_every_checkpoint_and_at_the_end():
 def test_make_task_picks_the_task_of_the_spec():
     assert isinstance(make_task(PathIntegrationTask(place_cells={"n_cells": 8})), PathIntegration)
     assert isinstance(make_task(HeadDirectionTask(hd_cells={"n_cells": 8})), HeadDirection)
+
+
+@pytest.mark.parametrize("task", [path_task(), hd_task()], ids=["path", "heading"])
+def test_encode_into_a_given_buffer_equals_encode(task):
+    states = sample(task, 5, 7).states
+    buffer = torch.full((5, 7, task.n_cells), float("nan"))
+    written = task.encode(states, out=buffer)
+    assert written.data_ptr() == buffer.data_ptr()
+    assert torch.equal(buffer, task.encode(states))
