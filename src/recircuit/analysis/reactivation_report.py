@@ -47,26 +47,33 @@ def _kl_order(better: str, worse: str, waking: str) -> Check:
     )
 
 
+def _coverage(variant: str) -> Check:
+    return Check(
+        f"coverage of {variant} awake bins by {variant} offline >= {MIN_COVERAGE}", ("coverage",), (variant,),
+        (variant,), lambda ds: ds["coverage"].sel(quiescent=variant, waking=variant), MIN_COVERAGE, greater=True,
+    )
+
+
+def _noise_free_still(task: str, noise_free: str, label: str) -> Check:
+    variance = "position_variance" if task == "path_integration" else "heading_variance"
+    bound = MAX_NOISE_FREE_VARIANCE[task]
+    return Check(f"{label} offline output variance < {bound:g}", (variance,), (noise_free,), (),
+                 _offline(variance, noise_free), bound)
+
+
 def checks(task: str) -> list[Check]:
     """The claims that apply to ``task`` (path_integration or head_direction)."""
-    variance = "position_variance" if task == "path_integration" else "heading_variance"
     found = [
         _kl_order("noisy", "noise_free", "noisy"),
         _kl_order("noisy", "untrained", "noisy"),
-        Check(f"coverage of noisy awake bins by noisy offline >= {MIN_COVERAGE}", ("coverage",), ("noisy",), ("noisy",),
-              lambda ds: ds["coverage"].sel(quiescent="noisy", waking="noisy"), MIN_COVERAGE, greater=True),
-        Check(f"noise-free offline output variance < {MAX_NOISE_FREE_VARIANCE[task]:g}", (variance,),
-              ("noise_free",), (), _offline(variance, "noise_free"), MAX_NOISE_FREE_VARIANCE[task]),
+        _coverage("noisy"),
+        _noise_free_still(task, "noise_free", "noise-free"),
         Check("KL(biased || biased awake) < KL(biased || noisy awake)", ("kl",), ("biased",), ("biased", "noisy"),
               _kl("biased", "biased"), _kl("biased", "noisy")),
         _kl_order("unconstrained", "unconstrained_noise_free", "unconstrained"),
         _kl_order("unconstrained", "untrained", "unconstrained"),
-        Check("coverage of unconstrained awake bins by unconstrained offline >= 0.5", ("coverage",), ("unconstrained",),
-              ("unconstrained",), lambda ds: ds["coverage"].sel(quiescent="unconstrained", waking="unconstrained"),
-              MIN_COVERAGE, greater=True),
-        Check(f"unconstrained noise-free offline output variance < {MAX_NOISE_FREE_VARIANCE[task]:g}", (variance,),
-              ("unconstrained_noise_free",), (), _offline(variance, "unconstrained_noise_free"),
-              MAX_NOISE_FREE_VARIANCE[task]),
+        _coverage("unconstrained"),
+        _noise_free_still(task, "unconstrained_noise_free", "unconstrained noise-free"),
     ]
     if task == "head_direction":
         found += [

@@ -79,13 +79,11 @@ class TrialChunk:
     def _encode(self, states: torch.Tensor) -> torch.Tensor:
         """Cell codes of every member's agents in one buffer, encoded one member at a time: a member's code stays in
         cache while it is written, where one code of all members' agents (K times larger) would not."""
-        first = self.task.encode(states[: self.batch_size])
         if self.n_members == 1:
-            return first
-        codes = first.new_empty((states.shape[0], *first.shape[1:]))
-        codes[: self.batch_size] = first
-        for start in range(self.batch_size, states.shape[0], self.batch_size):
-            self.task.encode(states[start : start + self.batch_size], out=codes[start : start + self.batch_size])
+            return self.task.encode(states)
+        codes, size = states.new_empty((*states.shape[:-1], self.task.n_cells)), self.batch_size
+        for start in range(0, states.shape[0], size):
+            self.task.encode(states[start : start + size], out=codes[start : start + size])
         return codes
 
 
