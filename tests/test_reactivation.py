@@ -39,6 +39,7 @@ TINY = [
     "reactivation.n_trials=16",
     "reactivation.n_trials_with_rates=4",
     "reactivation.kl_samples=500",
+    "reactivation.time_course_window_steps=50",
 ]
 
 
@@ -160,6 +161,15 @@ def test_variances_steps_and_angular_metrics():
     assert R.angular_velocity_sign_p(spin.repeat(10, 0)) < 0.001
 
 
+def test_windowed_measure_per_window_with_nan_where_data_is_missing():
+    x = np.arange(2 * 10 * 1, dtype=float).reshape(2, 10, 1)  # trial 0: 0..9, trial 1: 10..19
+    x[0, 7] = np.nan
+    means = R.windowed(x, 3, 4, lambda pts: float(pts.mean()))
+    # windows [0,3) [3,6) [6,9) [9,12): the third holds the NaN, the fourth runs past the end
+    np.testing.assert_allclose(means[:2], [(0 + 1 + 2 + 10 + 11 + 12) / 6, (3 + 4 + 5 + 13 + 14 + 15) / 6])
+    assert np.isnan(means[2]) and np.isnan(means[3])
+
+
 def test_pca_fraction():
     rng = np.random.default_rng(6)
     basis = np.linalg.qr(rng.standard_normal((20, 20)))[0]
@@ -251,6 +261,21 @@ def test_quiescence_file_layout_and_waking_start(pi_runs, tmp_path):
     assert np.abs(uniform).max() <= 1.1 and uniform.std() == pytest.approx(2.2 / math.sqrt(12), rel=0.05)
     # the noise-free (untrained, contracting) circuit settles: no offline variance after the burn-in
     assert q["position_variance"].sel(condition="trained").item() < 1e-8
+    # the burn-in is kept: with no burn-in the same run gives the burn-in and the kept steps one after another
+    burn = q["burn_in_decoded_position"]
+    assert burn.sizes["burn_in_time"] == 100 and q["burn_in_time"].values[-1] == pytest.approx(100 * 0.02)
+    assert np.isnan(burn.sel(condition="uniform").values).all()
+    whole = tmp_path / "whole.nc"
+    quiesce(noisy := pi_runs["noisy"], whole, overrides=["reactivation.burn_in_steps=0"], device="cpu",
+            log=lambda _: None)
+    qn, qw = open_dataset(noisy / "quiescence.nc"), open_dataset(whole)
+    assert "burn_in_decoded_position" not in qw
+    for condition in ("trained", "untrained"):
+        joined = np.concatenate(
+            [qn["burn_in_decoded_position"].sel(condition=condition).values,
+             qn["decoded_position"].sel(condition=condition).values], axis=-2
+        )
+        np.testing.assert_array_equal(joined, qw["decoded_position"].sel(condition=condition).values)
     again = tmp_path / "again.nc"
     quiesce(run, again, overrides=["reactivation.seed=5"], device="cpu", log=lambda _: None)
     np.testing.assert_array_equal(
@@ -277,6 +302,14 @@ def test_reactivation_table_and_cli(pi_runs, tmp_path):
     assert ds["position_variance"].sel(quiescent="noise_free").item() < 1e-8
     assert ds["position_variance"].sel(quiescent="uniform").item() == pytest.approx(2 * 2.2**2 / 12, rel=0.1)
     assert ds["occupancy"].sum(["x_bin", "y_bin"]).values == pytest.approx(1.0)
+    # time course over the whole quiescence (150 steps, windows of 50: burn-in included), uniform after burn-in only
+    course = ds["coverage_time_course"].squeeze()
+    assert course.sizes["offline_window"] == 3 and ds["offline_window"].values.tolist() == pytest.approx([0, 1, 2])
+    assert np.isfinite(course.sel(quiescent="noisy").values).all()
+    assert np.isnan(course.sel(quiescent="uniform").values[:2]).all() and course.sel(quiescent="uniform")[2] > 0.5
+    # the last window is the kept part, so its coverage is the table's
+    assert course.sel(quiescent="noisy")[2].item() == pytest.approx(ds["coverage"].sel(quiescent="noisy",
+                                                                                       waking="noisy").item())
     # seeds combine along the length-1 sweep dims
     other = ds.assign_coords(seed=[1])
     other.attrs["seed"] = 1
@@ -300,6 +333,11 @@ def test_reactivation_head_direction(tmp_path):
     names = ("kl", "mean_resultant_length", "angular_velocity", "heading_variance", "heading_step", "heading_occupancy")
     for name in names:
         assert np.isfinite(ds[name].values).all(), name
+    course = ds["mean_resultant_length_time_course"].squeeze()
+    assert np.isfinite(course.sel(quiescent=["noisy", "biased", "untrained"]).values).all()
+    assert course.sel(quiescent="noisy")[-1].item() == pytest.approx(
+        ds["mean_resultant_length"].sel(quiescent="noisy").item()
+    )
     assert ((ds["angular_velocity_sign_p"] >= 0) & (ds["angular_velocity_sign_p"] <= 1)).all()
     n_samples = 16 * 50  # R of n uniform headings is ~ sqrt(pi / 4n)
     assert ds["mean_resultant_length"].sel(quiescent="uniform").item() < 4 / math.sqrt(n_samples)
@@ -325,6 +363,7 @@ def test_reactivation_figures(tmp_path):
     names = {p.name for p in paths}
     assert {"reactivation_head_direction_kl.png", "reactivation_head_direction_headings.pdf"} <= names
     assert "reactivation_head_direction_trajectories.png" in names
+    assert "reactivation_head_direction_time_course.png" in names
     assert all(p.stat().st_size > 1000 for p in paths)
     with pytest.raises(FileNotFoundError):
         make_reactivation_figures(tmp_path / "nothing", tmp_path / "figures")

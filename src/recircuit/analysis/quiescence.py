@@ -2,7 +2,9 @@
 
 Every trial starts from the encoded start state of a held-out waking trial (the `evaluation.seed` trials of
 `recircuit evaluate`, so waking and quiescent trial i share a start), runs `reactivation.duration_steps` steps with
-all-zero input and no input noise, and the decoded outputs after `reactivation.burn_in_steps` are kept.
+all-zero input and no input noise. The decoded outputs after `reactivation.burn_in_steps` are what the metrics use;
+those of the burn-in are kept too (``burn_in_decoded_*``), for the time course of the approach to the offline
+distribution.
 
 Conditions (a fixed list, so files of different runs combine; a condition that does not apply is all-NaN):
 
@@ -88,12 +90,13 @@ def quiescent_run(
     generator: torch.Generator,
     rate_trials: int = 0,
     rates_every: int = 1,
+    keep_burn_in: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``model`` with zero input from ``initial_rates`` (batch, units) for ``steps`` steps.
 
     noise_sd is the recurrent SD per sqrt(tau) (0 = deterministic). Returns the decoded outputs after the burn-in,
-    (batch, steps - burn_in, state_dims), and the rates of the first ``rate_trials`` trials at steps
-    burn_in + rates_every * j (j >= 1), shape (rate_trials, n_samples, units).
+    (batch, steps - burn_in, state_dims), or of every step with ``keep_burn_in``, and the rates of the first
+    ``rate_trials`` trials at steps burn_in + rates_every * j (j >= 1), shape (rate_trials, n_samples, units).
     """
     batch, device = initial_rates.shape[0], initial_rates.device
     step_sd = noise_sd * math.sqrt(model.alpha)
@@ -114,8 +117,9 @@ def quiescent_run(
             raise RuntimeError(f"quiescent rates became non-finite by step {start + length} (noise SD {noise_sd})")
         step_numbers = torch.arange(start + 1, start + length + 1)  # 1-based index of each simulated step
         keep = step_numbers > burn_in
-        if keep.any():
-            decoded.append(decode(model.readout(history[:, keep.to(device)])))
+        decode_here = torch.ones_like(keep) if keep_burn_in else keep
+        if decode_here.any():
+            decoded.append(decode(model.readout(history[:, decode_here.to(device)])))
         sampled = keep & ((step_numbers - burn_in) % rates_every == 0)
         if rate_trials > 0 and sampled.any():
             kept_rates.append(history[:rate_trials, sampled.to(device)])
@@ -172,7 +176,7 @@ def quiesce(
     untrained.eval()
     circuits = {"trained": model, "offline_noise": model, "untrained": untrained}
 
-    decoded = np.full((len(CONDITIONS), n, kept_steps, state_dims), np.nan, dtype=np.float32)
+    decoded = np.full((len(CONDITIONS), n, steps, state_dims), np.nan, dtype=np.float32)  # burn-in included
     rates = np.full((len(CONDITIONS), n_rates, n_rate_samples, model.n_units), np.nan, dtype=np.float32)
     noise_used = np.full(len(CONDITIONS), np.nan)
     simulated = np.zeros(len(CONDITIONS), dtype=np.int8)
@@ -193,14 +197,18 @@ def quiesce(
             generator=generator,
             rate_trials=n_rates,
             rates_every=rs.rates_every_steps,
+            keep_burn_in=True,
         )
         decoded[i] = out_decoded.cpu().numpy()
         rates[i] = out_rates.cpu().numpy()
         noise_used[i] = sd
         simulated[i] = 1
     uniform_index = CONDITIONS.index("uniform")
-    decoded[uniform_index] = uniform_states(spec.task, n, kept_steps, torch.Generator().manual_seed(rs.seed)).numpy()
+    decoded[uniform_index, :, burn_in:] = uniform_states(
+        spec.task, n, kept_steps, torch.Generator().manual_seed(rs.seed)
+    ).numpy()
     simulated[uniform_index] = 1
+    decoded, burn_in_decoded = decoded[:, :, burn_in:], decoded[:, :, :burn_in]
 
     dt = spec.task.dt_s
     what = "position" if kind == "path_integration" else "heading"
@@ -232,6 +240,15 @@ def quiesce(
                 "rad",
             ),
         }
+    if burn_in > 0:
+        name = f"burn_in_decoded_{what}"
+        burn_in_values = burn_in_decoded if kind == "path_integration" else burn_in_decoded[..., 0]
+        dims = ("condition", "trial", "burn_in_time", "space")[: burn_in_values.ndim]
+        states[name] = label(
+            xr.DataArray(burn_in_values, dims=dims),
+            f"decoded {what} during the burn-in (NaN for the uniform baseline, drawn after burn-in only)",
+            "m" if kind == "path_integration" else "rad",
+        )
     data = {
         **states,
         "start_trial": label(
@@ -264,6 +281,12 @@ def quiesce(
             xr.DataArray((burn_in + 1 + np.arange(kept_steps)) * dt, dims="time"), "time since input removal", "s"
         ),
         "rate_trial": label(xr.DataArray(np.arange(n_rates), dims="rate_trial"), "trial with saved rates", "1"),
+        **(
+            {"burn_in_time": label(xr.DataArray((1 + np.arange(burn_in)) * dt, dims="burn_in_time"),
+                                   "time since input removal (burn-in)", "s")}
+            if burn_in > 0
+            else {}
+        ),
         "rate_time": label(
             xr.DataArray((burn_in + rs.rates_every_steps * (1 + np.arange(n_rate_samples))) * dt, dims="rate_time"),
             "time since input removal of the saved rates",
@@ -292,8 +315,8 @@ def quiesce(
     if kind == "path_integration":
         attrs["arena_m"] = spec.task.arena_m
     ds = xr.Dataset(data, coords=coords, attrs=attrs)
-    for name in ("decoded_position", "decoded_heading", "rates"):
-        if name in ds:
+    for name in ds.data_vars:
+        if "decoded" in name or name == "rates":
             ds[name].encoding.update(COMPRESSION)
     ds = with_sweep_dims(ds, circuit=meta["circuit"], variant=meta["variant"], seed=meta["seed"])
     return save_dataset(ds, Path(out) if out else run_dir / QUIESCENCE_FILE)

@@ -271,6 +271,7 @@ class _Row:
     variant: str
     condition: str
     decoded: np.ndarray  # (trials, time, d)
+    burn_in_decoded: np.ndarray  # (trials, burn-in steps, d): what precedes ``decoded`` (NaN where not stored)
     rates: np.ndarray | None  # (samples, units) offline hidden states, or None
     waking_rates: np.ndarray | None  # (samples, units) waking hidden states of the same circuit, or None
     noise_sd: float
@@ -305,6 +306,28 @@ def _decoded(ds: xr.Dataset, kind: str) -> np.ndarray:
     if kind == "path_integration":
         return ds["decoded_position"].values
     return ds["decoded_heading"].values[..., None]
+
+
+def _burn_in_decoded(qc: xr.Dataset, kind: str, decoded: np.ndarray) -> np.ndarray:
+    """Decoded outputs of the burn-in steps of one condition, (trials, burn-in, d); all-NaN when the file has none
+    (files written before they were kept)."""
+    name = "burn_in_decoded_position" if kind == "path_integration" else "burn_in_decoded_heading"
+    burn_in = int(qc.attrs.get("burn_in_steps", 0))
+    if name in qc:
+        values = qc[name].values
+        return values if kind == "path_integration" else values[..., None]
+    return np.full((decoded.shape[0], burn_in, decoded.shape[-1]), np.nan, dtype=decoded.dtype)
+
+
+def windowed(trajectories: np.ndarray, window: int, n_windows: int, measure) -> np.ndarray:
+    """``measure`` of decoded outputs (trials, time, d) in each of ``n_windows`` consecutive windows of ``window``
+    steps, (n_windows,); NaN for windows past the end or holding any NaN."""
+    out = np.full(n_windows, np.nan)
+    for w in range(min(n_windows, trajectories.shape[1] // window)):
+        points = trajectories[:, w * window : (w + 1) * window]
+        if np.isfinite(points).all():
+            out[w] = measure(points)
+    return out
 
 
 def _kind(waking: xr.Dataset, where: str) -> str:
@@ -363,6 +386,7 @@ def reactivation_dataset(
         if not int(qc["simulated"]):
             continue
         rates, waking_rates = _states(qc["rates"]), _states(waking[lbl]["rates"])
+        decoded = _decoded(qc, kind)
         same_network = condition in ("trained", "offline_noise") and rates.size > 0 and waking_rates.size > 0
         rows.append(
             _Row(
@@ -370,7 +394,8 @@ def reactivation_dataset(
                 lbl,
                 str(quiet[lbl].attrs["variant"]),
                 condition,
-                _decoded(qc, kind),
+                decoded,
+                _burn_in_decoded(qc, kind, decoded),
                 rates if same_network else None,
                 waking_rates if same_network else None,
                 float(qc["noise_sd"]),
@@ -394,6 +419,19 @@ def reactivation_dataset(
     q_counts = [_counts(row.decoded, circular, edges) for row in rows]
     w_counts = [_counts(waking_decoded[lbl], circular, edges) for lbl in labels]
     cover = np.array([[coverage(qc, wc) for wc in w_counts] for qc in q_counts])
+    # time course from input removal, burn-in included, against the waking counts of the row's own run (untrained
+    # and uniform: the first run's)
+    own = [labels.index(r.run) if r.condition in ("trained", "offline_noise") else 0 for r in rows]
+    whole = [np.concatenate([r.burn_in_decoded, r.decoded], axis=1) for r in rows]
+    longest = max(x.shape[1] for x in whole)
+    window = min(rs.time_course_window_steps, longest)
+    n_windows = longest // window
+    cover_course = np.array(
+        [
+            windowed(x, window, n_windows, lambda pts, wc=w_counts[j]: coverage(_counts(pts, circular, edges), wc))
+            for x, j in zip(whole, own)
+        ]
+    )
 
     def variance(x: np.ndarray) -> float:
         return circular_output_variance(x[..., 0]) if circular else output_variance(x)
@@ -455,6 +493,12 @@ def reactivation_dataset(
             f"fraction of waking hidden-state variance in its top {k} PCs",
             "1",
         ),
+        "coverage_time_course": label(
+            xr.DataArray(cover_course, dims=(q_dim, "offline_window")),
+            f"coverage of the own run's waking-visited bins in windows of {window} steps from input removal (burn-in "
+            "included; untrained and uniform rows: the first run's; NaN: not simulated in that window)",
+            "1",
+        ),
         "noise_sd": label(
             xr.DataArray([r.noise_sd for r in rows], dims=q_dim),
             "offline recurrent noise SD per sqrt(tau) (NaN: no network)",
@@ -467,6 +511,15 @@ def reactivation_dataset(
             mean_resultant_length=label(
                 xr.DataArray([mean_resultant_length(r.decoded) for r in rows], dims=q_dim),
                 "mean resultant length of quiescent headings (0: uniform on the ring)",
+                "1",
+            ),
+            mean_resultant_length_time_course=label(
+                xr.DataArray(
+                    np.array([windowed(x, window, n_windows, mean_resultant_length) for x in whole]),
+                    dims=(q_dim, "offline_window"),
+                ),
+                f"mean resultant length of quiescent headings in windows of {window} steps from input removal "
+                "(burn-in included)",
                 "1",
             ),
             waking_mean_resultant_length=label(
@@ -545,6 +598,11 @@ def reactivation_dataset(
             xr.DataArray([str(waking[lbl].attrs["variant"]) for lbl in labels], dims=w_dim), "variant of the run", "1"
         ),
         **bin_coords,
+        "offline_window": label(
+            xr.DataArray(np.arange(n_windows) * window * dt, dims="offline_window"),
+            f"start of the {window}-step window, time since input removal",
+            "s",
+        ),
     }
     attrs = {
         **provenance(None, circuit=circuit, variant=variant, seed=seed, device="cpu"),

@@ -7,6 +7,7 @@ function writes PNG and PDF with matplotlib's Agg canvas (no pyplot state) and r
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from collections.abc import Iterator
@@ -233,6 +234,46 @@ def heading_figures(ds: xr.Dataset, out_dir: Path) -> list[Path]:
     return paths
 
 
+# ------------------------------------------------------------------------------------------------- time course
+def time_course_figures(ds: xr.Dataset, out_dir: Path) -> list[Path]:
+    """Coverage of waking-visited bins (and for headings the mean resultant length) in windows of offline time from
+    input removal, one line per quiescent condition (mean over seeds, band: SD), the burn-in end dashed."""
+    paths: list[Path] = []
+    for name, sub in _selections(ds, "coverage_time_course"):
+        panels = [("coverage_time_course", "coverage of waking-visited bins")]
+        if "mean_resultant_length_time_course" in sub:
+            panels.append(("mean_resultant_length_time_course", "mean resultant length (0: uniform ring)"))
+        fig = Figure(figsize=(5.2 * len(panels), 3.8), layout="constrained")
+        axes = np.atleast_1d(fig.subplots(1, len(panels)))
+        window_s = float(np.diff(sub["offline_window"].values[:2])[0]) if sub.sizes["offline_window"] > 1 else 0.0
+        time = sub["offline_window"].values + window_s / 2
+        burn_in_s = _burn_in_seconds(sub)
+        for ax, (var, ylabel) in zip(axes, panels):
+            for q in sub["quiescent"].values:
+                mean, sd = _mean_sd(sub[var].sel(quiescent=q))
+                if not np.isfinite(mean).any():
+                    continue
+                (line,) = ax.plot(time, mean, marker=".", label=str(q))
+                ax.fill_between(time, mean - sd, mean + sd, color=line.get_color(), alpha=0.2, linewidth=0)
+            if burn_in_s is not None:
+                ax.axvline(burn_in_s, color="k", linestyle="--", linewidth=0.8, label="end of burn-in")
+            ax.set_xlabel("time since input removal (s), window centre")
+            ax.set_ylabel(ylabel)
+            ax.set_ylim(bottom=0)
+        axes[0].legend(fontsize=7)
+        fig.suptitle(f"{name}: offline time course ({sub.sizes['seed']} seeds)")
+        paths += save_figure(fig, out_dir, f"reactivation_{name}_time_course")
+    return paths
+
+
+def _burn_in_seconds(sub: xr.Dataset) -> float | None:
+    """End of the burn-in (s) from the dataset's reactivation settings and dt, if it records them."""
+    settings, dt = sub.attrs.get("reactivation_json"), sub.attrs.get("dt_s")
+    if settings is None or dt is None:
+        return None
+    return json.loads(settings)["burn_in_steps"] * float(dt)
+
+
 # -------------------------------------------------------------------------------------------------- trajectories
 def trajectory_figures(quiescence: xr.Dataset, out_dir: Path, n_trials: int = 3, n_steps: int = 300) -> list[Path]:
     """A few offline decoded trajectories (first seed) per variant and network condition, from quiescence.nc."""
@@ -295,7 +336,7 @@ def make_reactivation_figures(summary_dir: Path, out_dir: Path) -> list[Path]:
     paths: list[Path] = []
     for path in files:
         ds = open_dataset(path)
-        for make in (occupancy_figures, kl_matrix_figures, dynamics_figures, heading_figures):
+        for make in (occupancy_figures, kl_matrix_figures, dynamics_figures, heading_figures, time_course_figures):
             paths += make(ds, out_dir)
     for path in sorted(summary_dir.glob("*quiescence*.nc")):
         paths += trajectory_figures(open_dataset(path), out_dir)

@@ -38,6 +38,11 @@ class ReactivationSpec(StrictModel):
         0.1, description="occupancy bins extend this far beyond the arena walls (trajectories overshoot), m"
     )
     pca_components: PositiveInt = Field(10, description="top-k waking principal components of the PCA fraction")
+    time_course_window_steps: PositiveInt = Field(
+        100,
+        description="offline time course: coverage (and for headings the mean resultant length) in consecutive "
+        "windows of this many steps (at most duration_steps) from input removal, burn-in included",
+    )
 
     @model_validator(mode="after")
     def _burn_in_fits(self) -> ReactivationSpec:
