@@ -254,12 +254,13 @@ def time_course_figures(ds: xr.Dataset, out_dir: Path) -> list[Path]:
                 if not np.isfinite(mean).any():
                     continue
                 (line,) = ax.plot(time, mean, marker=".", label=str(q))
-                ax.fill_between(time, mean - sd, mean + sd, color=line.get_color(), alpha=0.2, linewidth=0)
+                band = np.clip([mean - sd, mean + sd], 0, 1)  # both measures lie in [0, 1]
+                ax.fill_between(time, *band, color=line.get_color(), alpha=0.2, linewidth=0)
             if burn_in_s is not None:
                 ax.axvline(burn_in_s, color="k", linestyle="--", linewidth=0.8, label="end of burn-in")
             ax.set_xlabel("time since input removal (s), window centre")
             ax.set_ylabel(ylabel)
-            ax.set_ylim(bottom=0)
+            ax.set_ylim(0, 1.02)
         axes[0].legend(fontsize=7)
         fig.suptitle(f"{name}: offline time course ({sub.sizes['seed']} seeds)")
         paths += save_figure(fig, out_dir, f"reactivation_{name}_time_course")
