@@ -217,25 +217,6 @@ def test_bptt_gradient_matches_finite_differences(make_spec, placement):
     assert any(abs(model.recurrent_raw.grad[i, j].item()) > 1e-6 for i, j in entries)
 
 
-@pytest.mark.parametrize("members", [None, 3])
-def test_excitatory_readout_gradients_equal_autograd_through_the_slice(make_spec, members):
-    """The readout's own backward (dL/dh written into the E columns, zeros in the I columns) against autograd's."""
-    model, _ = tiny_circuit(make_spec)
-    lead = () if members is None else (members,)
-    g = torch.Generator().manual_seed(1)
-    rates = torch.randn(*lead, 4, 5, model.n_units, generator=g, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(7, model.n_exc, generator=g, dtype=torch.float64, requires_grad=True)
-    bias = torch.randn(7, generator=g, dtype=torch.float64, requires_grad=True)
-    probe = torch.randn(*lead, 4, 5, 7, generator=g, dtype=torch.float64)
-    ours = torch.autograd.grad((model.readout(rates, weights=(weight, bias)) * probe).sum(), (rates, weight, bias))
-    plain = torch.nn.functional.linear(rates[..., : model.n_exc], weight, bias)
-    reference = torch.autograd.grad((plain * probe).sum(), (rates, weight, bias))
-    assert torch.equal(model.readout(rates, weights=(weight, bias)), plain)
-    for a, b in zip(ours, reference):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-    assert torch.all(ours[0][..., model.n_exc :] == 0) and ours[0][..., : model.n_exc].abs().min() > 0
-
-
 # ---------------------------------------------------------------------------------------------- save and load
 def test_save_and_load_round_trip_gives_identical_outputs(make_spec, tmp_path):
     model, task = tiny_circuit(make_spec, "head_direction")

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 from recircuit.circuit.noise import standard_normal
 from recircuit.circuit.normalization import InhibitoryNormalization
@@ -93,38 +92,6 @@ def _affine(bias: torch.Tensor, inputs: torch.Tensor, weight_t: torch.Tensor) ->
     if inputs.dim() == 2:
         return torch.addmm(bias, inputs, weight_t)
     return torch.baddbmm(bias, inputs, weight_t)
-
-
-class _ExcitatoryReadout(torch.autograd.Function):
-    """y = W_out h[..., :n] + b_out, whose backward writes dL/dh straight into the first n columns of one
-    uninitialised (..., units) tensor and zeroes only the other columns (autograd's slice backward zero-fills all
-    of it and then copies the first n columns in: two more passes over the step's largest tensor). First
-    derivatives only, so the caller falls back to F.linear under torch.func transforms."""
-
-    @staticmethod
-    def forward(ctx, rates, weight, bias, n_readout):
-        ctx.save_for_backward(rates, weight)
-        ctx.n_readout = n_readout
-        return F.linear(rates[..., :n_readout], weight, bias)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out):
-        rates, weight = ctx.saved_tensors
-        n, units = ctx.n_readout, rates.shape[-1]
-        need_rates, need_weight, need_bias = ctx.needs_input_grad[:3]
-        flat_grad = grad_out.reshape(-1, grad_out.shape[-1])
-        grad_rates = grad_weight = grad_bias = None
-        if need_rates:
-            grad_rates = rates.new_empty(rates.shape)
-            flat = grad_rates.view(-1, units)
-            flat[:, n:].zero_()
-            torch.mm(flat_grad, weight, out=flat[:, :n])
-        if need_weight:
-            grad_weight = flat_grad.mT @ rates.reshape(-1, units)[:, :n]
-        if need_bias:
-            grad_bias = flat_grad.sum(0)
-        return grad_rates, grad_weight, grad_bias, None
 
 
 def _exact_bptt(rule: Rule | None, steps: int) -> bool:
@@ -375,10 +342,6 @@ class EICircuit(nn.Module):
         weight, bias = weights if weights is not None else (self.output_weight(), self.output_bias)
         if rule is not None and rule.feedback is not None:
             return rule.readout(rates, weight, bias, self.n_readout)
-        if self.n_readout == self.n_units:
-            return F.linear(rates, weight, bias)
-        if torch.is_grad_enabled() and fused_scan_available():
-            return _ExcitatoryReadout.apply(rates, weight, bias, self.n_readout)
         return F.linear(rates[..., : self.n_readout], weight, bias)
 
     def forward(
