@@ -265,9 +265,8 @@ def test_quiescence_file_layout_and_waking_start(pi_runs, tmp_path):
     burn = q["burn_in_decoded_position"]
     assert burn.sizes["burn_in_time"] == 100 and q["burn_in_time"].values[-1] == pytest.approx(100 * 0.02)
     assert np.isnan(burn.sel(condition="uniform").values).all()
-    whole = tmp_path / "whole.nc"
-    quiesce(noisy := pi_runs["noisy"], whole, overrides=["reactivation.burn_in_steps=0"], device="cpu",
-            log=lambda _: None)
+    noisy, whole = pi_runs["noisy"], tmp_path / "whole.nc"
+    quiesce(noisy, whole, overrides=["reactivation.burn_in_steps=0"], device="cpu", log=lambda _: None)
     qn, qw = open_dataset(noisy / "quiescence.nc"), open_dataset(whole)
     assert "burn_in_decoded_position" not in qw
     for condition in ("trained", "untrained"):
