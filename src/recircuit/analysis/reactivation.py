@@ -301,22 +301,27 @@ def _squeeze_sweep(ds: xr.Dataset) -> xr.Dataset:
     return ds.isel({d: 0 for d in SWEEP_DIMS if d in ds.dims})
 
 
-def _decoded(ds: xr.Dataset, kind: str) -> np.ndarray:
-    """Decoded outputs as (…, time, d): positions (m) or headings (rad, d = 1)."""
+def _decoded(ds: xr.Dataset, kind: str, prefix: str = "") -> np.ndarray:
+    """Decoded outputs as (…, time, d): positions (m) or headings (rad, d = 1); ``prefix`` "burn_in_" reads those
+    of a quiescence's burn-in."""
     if kind == "path_integration":
-        return ds["decoded_position"].values
-    return ds["decoded_heading"].values[..., None]
+        return ds[f"{prefix}decoded_position"].values
+    return ds[f"{prefix}decoded_heading"].values[..., None]
 
 
 def _burn_in_decoded(qc: xr.Dataset, kind: str, decoded: np.ndarray) -> np.ndarray:
     """Decoded outputs of the burn-in steps of one condition, (trials, burn-in, d); all-NaN when the file has none
     (files written before they were kept)."""
-    name = "burn_in_decoded_position" if kind == "path_integration" else "burn_in_decoded_heading"
+    if any(name.startswith("burn_in_decoded_") for name in qc.data_vars):
+        return _decoded(qc, kind, "burn_in_")
     burn_in = int(qc.attrs.get("burn_in_steps", 0))
-    if name in qc:
-        values = qc[name].values
-        return values if kind == "path_integration" else values[..., None]
     return np.full((decoded.shape[0], burn_in, decoded.shape[-1]), np.nan, dtype=decoded.dtype)
+
+
+def own_waking(run: str, condition: str, wakings: Sequence[str]) -> str:
+    """The waking column a quiescent row is compared with on its own: its run's for the trained and offline-noise
+    conditions, else the first column (the untrained and uniform rows come from the first run)."""
+    return run if condition in ("trained", "offline_noise") and run in wakings else wakings[0]
 
 
 def windowed(trajectories: np.ndarray, window: int, n_windows: int, measure) -> np.ndarray:
@@ -419,9 +424,8 @@ def reactivation_dataset(
     q_counts = [_counts(row.decoded, circular, edges) for row in rows]
     w_counts = [_counts(waking_decoded[lbl], circular, edges) for lbl in labels]
     cover = np.array([[coverage(qc, wc) for wc in w_counts] for qc in q_counts])
-    # time course from input removal, burn-in included, against the waking counts of the row's own run (untrained
-    # and uniform: the first run's)
-    own = [labels.index(r.run) if r.condition in ("trained", "offline_noise") else 0 for r in rows]
+    # time course from input removal, burn-in included, against the waking counts of the row's own run
+    own = [labels.index(own_waking(r.run, r.condition, labels)) for r in rows]
     whole = [np.concatenate([r.burn_in_decoded, r.decoded], axis=1) for r in rows]
     longest = max(x.shape[1] for x in whole)
     window = min(rs.time_course_window_steps, longest)

@@ -19,6 +19,7 @@ from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from recircuit.analysis.reactivation import own_waking
 from recircuit.figures import save_figure
 from recircuit.results import open_dataset
 
@@ -58,9 +59,8 @@ def _drop_empty(sub: xr.Dataset) -> xr.Dataset:
 def _own_waking(sub: xr.Dataset, quiescent: str) -> str:
     """The waking column of the run a quiescent row comes from (the first column for untrained and uniform)."""
     run = str(sub["quiescent_run"].sel(quiescent=quiescent).values.reshape(-1)[0])
-    wakings = [str(w) for w in sub["waking"].values]
     cond = str(sub["quiescent_condition"].sel(quiescent=quiescent).values.reshape(-1)[0])
-    return run if run in wakings and cond in ("trained", "offline_noise") else wakings[0]
+    return own_waking(run, cond, [str(w) for w in sub["waking"].values])
 
 
 def _mean_sd(da: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
