@@ -20,6 +20,7 @@ from recircuit.analysis.quiescence import (
     with_reactivation_overrides,
 )
 from recircuit.circuit.io import build_circuit, save_model
+from recircuit.circuit.network import Noise
 from recircuit.cli import main
 from recircuit.learning.evaluate import evaluate
 from recircuit.results import combine, open_dataset
@@ -218,6 +219,21 @@ def test_zero_noise_quiescence_is_deterministic_and_noise_is_seeded():
     noisy_2, noisy_rates_2 = run(0.5, 1)
     assert torch.equal(noisy_rates_1, noisy_rates_2)
     assert not torch.equal(noisy_rates_1, run(0.5, 2)[1])
+
+
+def test_quiescence_draws_the_spec_noise_distribution():
+    """Gaussian quiescence keeps its serial stream (earlier files reproduce); reference_uniform draws sd * U[0,1)."""
+    for distribution, draw, step_scale in (("gaussian", torch.randn, None), ("reference_uniform", torch.rand, 1.0)):
+        spec = tiny_spec(extra=[f"network.noise.distribution={distribution}"])
+        model, task = build_circuit(spec)
+        h0 = model.initial_rates(task.encode(torch.rand(4, 2) - 0.5))
+        decoded, _ = quiescent_run(
+            model, task.decode, h0, steps=30, burn_in=0, noise_sd=0.3, generator=torch.Generator().manual_seed(7)
+        )
+        per_step = 0.3 * (model.alpha**0.5 if step_scale is None else step_scale)
+        noise = draw(30, 4, model.n_units, generator=torch.Generator().manual_seed(7)).mul_(per_step)
+        expected = task.decode(model.readout(model.run(torch.zeros(4, 30, 2), h0, Noise(noise, None))))
+        assert torch.equal(decoded, expected), distribution
 
 
 def _saved_run(tmp: Path, name: str, extra: list[str], task: str = "path_integration", seed: int = 0) -> Path:

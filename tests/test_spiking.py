@@ -86,6 +86,10 @@ def test_unknown_mechanisms_are_refused_not_dropped(make_spec):
         check_convertible(subtractive.spec, [*keys, "normalization.bix"])
     with pytest.raises(ValueError, match="needs rate trajectories"):
         rate_circuit_from_model(subtractive)  # the interneurons' operating range comes from trajectories
+    # the reference code's uniform noise has a nonzero mean, a tonic drive with no spiking counterpart
+    uniform, _ = build_circuit(make_spec("path_integration", {"network.noise.distribution": "reference_uniform"}))
+    with pytest.raises(ConversionRefused, match=r"network.noise.distribution is 'reference_uniform'.*gaussian"):
+        rate_circuit_from_model(uniform)
 
 
 def normalized_circuit(make_spec, kind="head_direction", overrides=None, seed=1):

@@ -101,14 +101,25 @@ TaskSpec = Annotated[PathIntegrationTask | HeadDirectionTask, Field(discriminato
 
 # -------------------------------------------------------------------------------------------------------- network
 class NoiseSpec(StrictModel):
-    """Zero-mean Gaussian noise; the per-step SD is ``sd * sqrt(dt / tau)`` (Brownian scaling)."""
+    """Recurrent and input noise. gaussian (default): zero mean, per-step SD ``sd * sqrt(dt / tau)`` (Brownian
+    scaling). reference_uniform: ``sd * U[0, 1)`` per step as the reference code draws it (Krishna et al.,
+    models/rnn.py, torch.rand_like): mean sd / 2, SD sd / sqrt(12), not scaled with dt / tau."""
 
     recurrent_sd: NonNegativeFloat = Field(
-        0.01, description="recurrent noise SD accumulated over one time constant tau (0 = noise-free)"
+        0.01,
+        description="recurrent noise SD accumulated over one time constant tau (0 = noise-free); "
+        "reference_uniform: the width of the per-step uniform draw",
     )
-    input_sd: NonNegativeFloat = Field(0.0, description="input noise SD per sqrt(tau), in input units")
+    input_sd: NonNegativeFloat = Field(
+        0.0, description="input noise SD per sqrt(tau), in input units; reference_uniform: per-step width"
+    )
     placement: Literal["state", "drive"] = Field(
         "state", description="state: added to the rate after the nonlinearity (Krishna et al.); drive: before it"
+    )
+    distribution: Literal["gaussian", "reference_uniform"] = Field(
+        "gaussian",
+        description="gaussian: zero-mean, Brownian-scaled (the paper's equations); reference_uniform: sd * U[0,1) "
+        "per step, the reference code's noise (nonzero mean sd/2, per-step SD sd/sqrt(12))",
     )
 
 

@@ -15,8 +15,9 @@ Conditions (a fixed list, so files of different runs combine; a condition that d
   (or as ``offline_noise`` when the spec is noise-free).
 - ``uniform``: no network; positions uniform in the arena, headings uniform on the ring (the analytic baseline).
 
-The noise of a network condition is zero-mean Gaussian with per-step SD ``sd * sqrt(dt/tau)``, the spec's
-convention; all network conditions use the same noise seed (common random numbers).
+The noise of a network condition follows the spec's `network.noise.distribution`: zero-mean Gaussian with per-step
+SD ``sd * sqrt(dt/tau)`` (gaussian), or ``sd * U[0, 1)`` per step (reference_uniform); all network conditions use the
+same noise seed (common random numbers).
 """
 
 from __future__ import annotations
@@ -48,6 +49,12 @@ COMPRESSION = {"zlib": True, "complevel": 4}
 def with_reactivation_overrides(spec: CircuitSpec, overrides: Sequence[str]) -> CircuitSpec:
     """The spec with ``reactivation.<field>=value`` overrides applied (the trained circuit itself is fixed)."""
     return with_section_overrides(spec, overrides, ("reactivation",))
+
+
+def _noise_words(spec, sd: float) -> str:
+    if spec.network.noise.distribution == "reference_uniform":
+        return f"{sd:.4g} x U[0,1) per step (reference_uniform)"
+    return f"SD {sd:.4g} per sqrt(tau)"
 
 
 def condition_noise_sd(rs: ReactivationSpec, training_sd: float) -> dict[str, float | None]:
@@ -99,14 +106,15 @@ def quiescent_run(
     ``rate_trials`` trials at steps burn_in + rates_every * j (j >= 1), shape (rate_trials, n_samples, units).
     """
     batch, device = initial_rates.shape[0], initial_rates.device
-    step_sd = noise_sd * math.sqrt(model.alpha)
+    step_sd = model.noise_step_scale(noise_sd)
     n_inputs = model.input_raw.shape[1]
     rates = initial_rates
     decoded, kept_rates = [], []
     for start in range(0, steps, CHUNK_STEPS):
         length = min(CHUNK_STEPS, steps - start)
         recurrent = (
-            torch.randn(length, batch, model.n_units, generator=generator, device=device).mul_(step_sd)
+            # one serial stream, so that every quiescence of earlier versions is reproduced draw for draw
+            model.unit_noise((length, batch, model.n_units), generator, parallel=False).mul_(step_sd)
             if step_sd > 0
             else None
         )
@@ -185,7 +193,7 @@ def quiesce(
         if sd is None:
             continue
         circuit = circuits[condition]
-        log(f"quiescence {condition}: {n} trials x {steps} steps, recurrent noise SD {sd:.4g} per sqrt(tau)")
+        log(f"quiescence {condition}: {n} trials x {steps} steps, recurrent noise {_noise_words(spec, sd)}")
         generator = torch.Generator(dev).manual_seed(rs.seed)
         out_decoded, out_rates = quiescent_run(
             circuit,
@@ -261,7 +269,8 @@ def quiesce(
         ),
         "noise_sd": label(
             xr.DataArray(noise_used, dims="condition"),
-            "offline recurrent noise SD per sqrt(tau) (per-step SD = sd * sqrt(dt/tau)); NaN: no network",
+            "offline recurrent noise level in the spec's units (gaussian: SD per sqrt(tau), per-step SD = "
+            "sd * sqrt(dt/tau); reference_uniform: sd * U[0,1) per step); NaN: no network",
             "1",
         ),
         "simulated": label(
@@ -304,6 +313,7 @@ def quiesce(
         "task_kind": kind,
         "dt_s": dt,
         "training_recurrent_sd": training_sd,
+        "noise_distribution": spec.network.noise.distribution,
         "noise_mode": rs.noise_mode,
         "noise_scale": rs.noise_scale,
         "duration_steps": steps,

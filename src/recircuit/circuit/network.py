@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recircuit.circuit.noise import standard_normal
+from recircuit.circuit.noise import standard_normal, standard_uniform
 from recircuit.circuit.normalization import InhibitoryNormalization
 from recircuit.circuit.scan import fused_scan_available, rate_scan
 from recircuit.spec import CircuitSpec
@@ -226,28 +226,41 @@ class EICircuit(nn.Module):
             return weights
 
     # --------------------------------------------------------------------------------------------------- dynamics
+    def noise_step_scale(self, sd: float) -> float:
+        """Per-step multiplier of the unit draws (``unit_noise``) for a noise level ``sd`` in the spec's units:
+        sd * sqrt(dt / tau) for gaussian noise, sd for reference_uniform (the reference does not scale with dt)."""
+        if self.spec.network.noise.distribution == "reference_uniform":
+            return sd
+        return sd * math.sqrt(self.alpha)
+
     def noise_sd_per_step(self, scale: float = 1.0) -> tuple[float, float]:
-        """(recurrent, input) noise SD per step: sd * sqrt(dt / tau), times an optional scale."""
+        """(recurrent, input) per-step multipliers of the unit draws, times an optional scale (for gaussian noise
+        the per-step SD, sd * sqrt(dt / tau))."""
         noise = self.spec.network.noise
-        root = math.sqrt(self.alpha)
-        return noise.recurrent_sd * root * scale, noise.input_sd * root * scale
+        return self.noise_step_scale(noise.recurrent_sd * scale), self.noise_step_scale(noise.input_sd * scale)
+
+    def unit_noise(self, shape: tuple[int, ...], generator: torch.Generator, *, parallel: bool = True) -> torch.Tensor:
+        """Draws of the spec's noise law, N(0, 1) or U[0, 1) (reference_uniform), on the circuit's device: on all CPU
+        threads (circuit.noise), or with ``parallel=False`` as one serial stream of ``generator``."""
+        uniform = self.spec.network.noise.distribution == "reference_uniform"
+        device = self.recurrent_raw.device
+        if parallel:
+            return (standard_uniform if uniform else standard_normal)(shape, generator, device)
+        return (torch.rand if uniform else torch.randn)(shape, generator=generator, device=device)
 
     def draw_noise(
         self, batch: int, steps: int, generator: torch.Generator, scale: float = 1.0, input_scale: float | None = None
     ) -> Noise:
         """All the noise of one run (recurrent noise on all CPU threads: circuit.noise); ``scale`` multiplies the
-        recurrent SD (e.g. sqrt(2) offline)."""
-        device = self.recurrent_raw.device
+        recurrent noise level (e.g. sqrt(2) offline)."""
         rec_sd, in_sd = self.noise_sd_per_step(scale)
         if input_scale is not None:
             in_sd = self.noise_sd_per_step(input_scale)[1]
         n_inputs = self.input_raw.shape[1]
         recurrent = None
         if rec_sd > 0:
-            recurrent = standard_normal((steps, batch, self.n_units), generator, device).mul_(rec_sd)
-        inputs = (
-            torch.randn(batch, steps, n_inputs, generator=generator, device=device).mul_(in_sd) if in_sd > 0 else None
-        )
+            recurrent = self.unit_noise((steps, batch, self.n_units), generator).mul_(rec_sd)
+        inputs = self.unit_noise((batch, steps, n_inputs), generator, parallel=False).mul_(in_sd) if in_sd > 0 else None
         return Noise(recurrent, inputs)
 
     def initial_rates(self, initial_code: torch.Tensor) -> torch.Tensor:

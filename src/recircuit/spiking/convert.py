@@ -214,6 +214,12 @@ def check_convertible(spec, state_keys) -> None:
         raise ConversionRefused(f"network.activation {net.activation!r} has no LIF counterpart here")
     if net.normalization.kind == "divisive":
         raise ConversionRefused(DIVISIVE_REFUSAL)
+    if net.noise.distribution != "gaussian":
+        raise ConversionRefused(
+            f"network.noise.distribution is {net.noise.distribution!r}: its nonzero mean (recurrent_sd / 2 per step) "
+            "is a tonic drive the circuit was trained with, and the twin's zero-mean membrane noise has no "
+            "counterpart for it. Convert circuits trained with network.noise.distribution: gaussian."
+        )
     problems = []
     if net.normalization.kind not in CONVERTIBLE_NORMALIZATION:
         problems.append(f"network.normalization.kind = {net.normalization.kind!r}")
