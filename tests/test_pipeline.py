@@ -49,7 +49,9 @@ def test_config_schema_is_in_sync_with_the_models():
     assert committed == config_schema_json(), "run: recircuit schema --write workflows/schemas/config.schema.json"
 
 
-@pytest.mark.parametrize("config", ["quick", "paper", "tiny", "curvature", "normalization", "reactivation"])
+@pytest.mark.parametrize(
+    "config", ["quick", "paper", "tiny", "curvature", "normalization", "reactivation", "reactivation_reference_noise"]
+)
 def test_dry_run_of_each_shipped_config(tmp_path, config):
     work = workflow_copy(tmp_path)
     args = ["-n", "--cores", "2"] if config == "quick" else ["-n", "--cores", "2", "--configfile", f"workflows/config/{config}.yaml"]

@@ -14,6 +14,7 @@ from scipy.special import i0, i1
 from recircuit.analysis import reactivation as R
 from recircuit.analysis.quiescence import (
     CONDITIONS,
+    QuiescenceDiverged,
     condition_noise_sd,
     quiesce,
     quiescent_run,
@@ -245,6 +246,17 @@ def _saved_run(tmp: Path, name: str, extra: list[str], task: str = "path_integra
     evaluate(run, device="cpu")
     quiesce(run, device="cpu", log=lambda _: None)
     return run
+
+
+def test_a_diverging_quiescence_names_its_condition_and_writes_nothing(tmp_path):
+    """An untrained relu circuit with a large spectral radius explodes offline: the error names the condition."""
+    spec = tiny_spec("head_direction", ["network.activation=relu", "network.spectral_radius=20", "network.dale=false"])
+    run = tmp_path / "relu" / "seed0"
+    save_model(run / "model.pt", build_circuit(spec)[0], circuit="hd", variant="relu", seed=0)
+    evaluate(run, device="cpu")
+    with pytest.raises(QuiescenceDiverged, match=r"condition 'trained': quiescent rates became non-finite by step"):
+        quiesce(run, device="cpu", log=lambda _: None)
+    assert not (run / "quiescence.nc").exists()
 
 
 @pytest.fixture(scope="module")

@@ -51,6 +51,10 @@ def with_reactivation_overrides(spec: CircuitSpec, overrides: Sequence[str]) -> 
     return with_section_overrides(spec, overrides, ("reactivation",))
 
 
+class QuiescenceDiverged(RuntimeError):
+    """The circuit's rates became NaN or Inf during quiescence (e.g. an unbounded activation with strong weights)."""
+
+
 def _noise_words(spec, sd: float) -> str:
     if spec.network.noise.distribution == "reference_uniform":
         return f"{sd:.4g} x U[0,1) per step (reference_uniform)"
@@ -122,7 +126,10 @@ def quiescent_run(
         history = model.run(zeros, rates, Noise(recurrent, None))
         rates = history[:, -1]
         if not torch.isfinite(rates).all():
-            raise RuntimeError(f"quiescent rates became non-finite by step {start + length} (noise SD {noise_sd})")
+            raise QuiescenceDiverged(
+                f"quiescent rates became non-finite by step {start + length} "
+                f"(recurrent noise {_noise_words(model.spec, noise_sd)})"
+            )
         step_numbers = torch.arange(start + 1, start + length + 1)  # 1-based index of each simulated step
         keep = step_numbers > burn_in
         decode_here = torch.ones_like(keep) if keep_burn_in else keep
@@ -195,18 +202,21 @@ def quiesce(
         circuit = circuits[condition]
         log(f"quiescence {condition}: {n} trials x {steps} steps, recurrent noise {_noise_words(spec, sd)}")
         generator = torch.Generator(dev).manual_seed(rs.seed)
-        out_decoded, out_rates = quiescent_run(
-            circuit,
-            task.decode,
-            circuit.initial_rates(initial_code),
-            steps=steps,
-            burn_in=burn_in,
-            noise_sd=sd,
-            generator=generator,
-            rate_trials=n_rates,
-            rates_every=rs.rates_every_steps,
-            keep_burn_in=True,
-        )
+        try:
+            out_decoded, out_rates = quiescent_run(
+                circuit,
+                task.decode,
+                circuit.initial_rates(initial_code),
+                steps=steps,
+                burn_in=burn_in,
+                noise_sd=sd,
+                generator=generator,
+                rate_trials=n_rates,
+                rates_every=rs.rates_every_steps,
+                keep_burn_in=True,
+            )
+        except QuiescenceDiverged as diverged:
+            raise QuiescenceDiverged(f"condition {condition!r}: {diverged}; no quiescence file written") from None
         decoded[i] = out_decoded.cpu().numpy()
         rates[i] = out_rates.cpu().numpy()
         noise_used[i] = sd
