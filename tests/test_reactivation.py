@@ -440,6 +440,8 @@ def test_reactivation_report_counts_the_seeds_where_each_claim_holds():
     resultant[1, 0, :, q("noisy")] = [0.05, 0.2, 0.05]
     velocity = np.full((2, 1, 3, len(quiescent)), np.nan)
     velocity[1, 0, :, q("biased")] = [1.0, -1.0, 2.0]
+    sign_p = np.full((2, 1, 3, len(quiescent)), np.nan)
+    sign_p[1, 0, :, q("biased")] = [0.3, 1e-9, 1e-6]  # seed 0 drifts counter-clockwise by chance, seed 1 clockwise
     ds = xr.Dataset(
         {
             "kl": (dims + ("waking",), kl),
@@ -448,6 +450,7 @@ def test_reactivation_report_counts_the_seeds_where_each_claim_holds():
             "heading_variance": (dims, heading_variance),
             "mean_resultant_length": (dims, resultant),
             "angular_velocity": (dims, velocity),
+            "angular_velocity_sign_p": (dims, sign_p),
         },
         coords={"circuit": ["pi", "hd"], "variant": ["all"], "seed": [0, 1, 2], "quiescent": quiescent,
                 "waking": waking},
@@ -461,6 +464,8 @@ def test_reactivation_report_counts_the_seeds_where_each_claim_holds():
     assert rows[("hd", "noise-free offline output variance < 0.001")][:2] == (3, 3)
     assert rows[("hd", "noisy offline mean resultant length < 0.1")] == (2, 3, 0.05)
     assert rows[("hd", "biased (counter-clockwise) offline angular velocity > 0 rad/s")][:2] == (2, 3)
+    # seed 1 counts as p = 1 (clockwise), so the median p is seed 0's
+    assert rows[("hd", "biased drift counter-clockwise and significant (sign test p < 0.05)")] == (1, 3, 0.3)
     assert not any(c == "pi" and "resultant" in claim for c, claim in rows)  # heading claims only for heading
     assert not any("unconstrained" in claim for _, claim in rows)  # no such variant in this sweep
     assert "2/3 seeds" in report(ds)

@@ -17,6 +17,7 @@ import xarray as xr
 MAX_RESULTANT_LENGTH = 0.1  # "near-uniform offline headings"
 MIN_COVERAGE = 0.5  # "visit at least half of the bins visited awake"
 MAX_NOISE_FREE_VARIANCE = {"path_integration": 1e-3, "head_direction": 1e-3}  # m^2 / rad^2: "near zero"
+SIGNIFICANCE = 0.05  # sign test of the counter-clockwise drift over trials
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,18 @@ def checks(task: str) -> list[Check]:
             Check("biased (counter-clockwise) offline angular velocity > 0 rad/s", ("angular_velocity",),
                   ("biased",), (), _offline("angular_velocity", "biased"), 0.0, greater=True)
         )
+        found.append(
+            Check(f"biased drift counter-clockwise and significant (sign test p < {SIGNIFICANCE:g})",
+                  ("angular_velocity", "angular_velocity_sign_p"), ("biased",), (), _counter_clockwise_p, SIGNIFICANCE)
+        )
     return found
+
+
+def _counter_clockwise_p(ds: xr.Dataset) -> xr.DataArray:
+    """The sign test's p-value of the biased circuit's offline drift; 1 where the drift is clockwise or zero (a
+    collapsed circuit that barely moves, or drifts the wrong way, does not hold however small p is)."""
+    omega = ds["angular_velocity"].sel(quiescent="biased")
+    return ds["angular_velocity_sign_p"].sel(quiescent="biased").where(~(omega <= 0), 1.0)
 
 
 def _applies(ds: xr.Dataset, check: Check) -> bool:
