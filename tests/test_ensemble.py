@@ -41,6 +41,9 @@ def quiet(message):
         [["training.seed=9", "network.noise.placement=drive", "network.noise.input_sd=0.05",
           "network.initial_state=zeros"], ["training.seed=10", "network.noise.placement=drive",
                                            "network.initial_state=zeros"]],
+        # the reference code's uniform noise (recurrent and input), members differing in its width
+        [["training.seed=11", "network.noise.distribution=reference_uniform", "network.noise.input_sd=0.02"],
+         ["training.seed=12", "network.noise.distribution=reference_uniform", "network.noise.recurrent_sd=0.03"]],
     ],
 )
 def test_each_member_equals_training_it_alone(tmp_path, members):
