@@ -163,6 +163,18 @@ def test_variances_steps_and_angular_metrics():
     assert R.angular_velocity_sign_p(spin.repeat(10, 0)) < 0.001
 
 
+def test_rayleigh_test_is_calibrated_on_uniform_headings_and_rejects_a_concentrated_ring():
+    rng = np.random.default_rng(1)
+    p_uniform = np.array([R.rayleigh_p(rng.uniform(-np.pi, np.pi, 50)) for _ in range(4000)])
+    assert ((p_uniform >= 0) & (p_uniform <= 1)).all()
+    for alpha in (0.05, 0.2, 0.5):  # under uniformity P(p < alpha) = alpha (Zar's approximation: within 1%)
+        assert np.mean(p_uniform < alpha) == pytest.approx(alpha, abs=0.015)
+    assert R.rayleigh_p(np.random.default_rng(2).vonmises(1.0, 2.0, 100)) < 1e-6  # mean resultant length ~0.7
+    # each trial's circular mean, also for a trial straddling the seam at +-pi
+    headings = R.wrap(np.array([[np.pi - 0.1, -np.pi + 0.1, np.pi], [0.2, 0.4, 0.3]]))
+    assert np.abs(R.wrap(R.trial_mean_headings(headings) - np.array([np.pi, 0.3]))).max() < 1e-12
+
+
 def test_windowed_measure_per_window_with_nan_where_data_is_missing():
     x = np.arange(2 * 10 * 1, dtype=float).reshape(2, 10, 1)  # trial 0: 0..9, trial 1: 10..19
     x[0, 7] = np.nan
@@ -366,6 +378,8 @@ def test_reactivation_head_direction(tmp_path):
         ds["mean_resultant_length"].sel(quiescent="noisy").item()
     )
     assert ((ds["angular_velocity_sign_p"] >= 0) & (ds["angular_velocity_sign_p"] <= 1)).all()
+    assert ((ds["heading_uniformity_p"] >= 0) & (ds["heading_uniformity_p"] <= 1)).all()
+    assert ds["heading_uniformity_p"].sel(quiescent="uniform").item() > 1e-3  # 16 independent uniform trials
     n_samples = 16 * 50  # R of n uniform headings is ~ sqrt(pi / 4n)
     assert ds["mean_resultant_length"].sel(quiescent="uniform").item() < 4 / math.sqrt(n_samples)
     with pytest.raises(ValueError, match="different runs"):
@@ -442,6 +456,8 @@ def test_reactivation_report_counts_the_seeds_where_each_claim_holds():
     velocity[1, 0, :, q("biased")] = [1.0, -1.0, 2.0]
     sign_p = np.full((2, 1, 3, len(quiescent)), np.nan)
     sign_p[1, 0, :, q("biased")] = [0.3, 1e-9, 1e-6]  # seed 0 drifts counter-clockwise by chance, seed 1 clockwise
+    uniformity_p = np.full((2, 1, 3, len(quiescent)), np.nan)
+    uniformity_p[1, 0, :, q("noisy")] = [0.6, 1e-5, 0.01]
     ds = xr.Dataset(
         {
             "kl": (dims + ("waking",), kl),
@@ -451,6 +467,7 @@ def test_reactivation_report_counts_the_seeds_where_each_claim_holds():
             "mean_resultant_length": (dims, resultant),
             "angular_velocity": (dims, velocity),
             "angular_velocity_sign_p": (dims, sign_p),
+            "heading_uniformity_p": (dims, uniformity_p),
         },
         coords={"circuit": ["pi", "hd"], "variant": ["all"], "seed": [0, 1, 2], "quiescent": quiescent,
                 "waking": waking},
@@ -463,6 +480,7 @@ def test_reactivation_report_counts_the_seeds_where_each_claim_holds():
     assert rows[("pi", "noise-free offline output variance < 0.001")][:2] == (0, 3)  # 0.01 m^2: not near zero
     assert rows[("hd", "noise-free offline output variance < 0.001")][:2] == (3, 3)
     assert rows[("hd", "noisy offline mean resultant length < 0.1")] == (2, 3, 0.05)
+    assert rows[("hd", "noisy offline headings uniform over trials (Rayleigh test p > 0.05)")] == (1, 3, 0.01)
     assert rows[("hd", "biased (counter-clockwise) offline angular velocity > 0 rad/s")][:2] == (2, 3)
     # seed 1 counts as p = 1 (clockwise), so the median p is seed 0's
     assert rows[("hd", "biased drift counter-clockwise and significant (sign test p < 0.05)")] == (1, 3, 0.3)

@@ -220,6 +220,25 @@ def circular_output_variance(headings: np.ndarray, min_length: float = 1e-12) ->
     return float((-2.0 * np.log(np.clip(r, min_length, 1.0))).mean())
 
 
+def rayleigh_p(angles: np.ndarray) -> float:
+    """p-value of the Rayleigh test of uniformity on the circle for independent angles (rad).
+
+    Zar (2010, eq. 27.4): p = exp(sqrt(1 + 4n + 4(n^2 - R_n^2)) - (1 + 2n)), R_n = n * mean resultant length.
+    """
+    a = np.asarray(angles, dtype=np.float64).reshape(-1)
+    n = a.size
+    if n == 0:
+        return float("nan")
+    r_n = n * float(resultant_length(a))
+    return float(min(1.0, np.exp(np.sqrt(1.0 + 4.0 * n + 4.0 * (n * n - r_n * r_n)) - (1.0 + 2.0 * n))))
+
+
+def trial_mean_headings(headings: np.ndarray) -> np.ndarray:
+    """Circular mean of each trial's headings (trials, time), rad: one independent angle per trial."""
+    a = np.asarray(headings, dtype=np.float64)
+    return np.arctan2(np.sin(a).mean(axis=1), np.cos(a).mean(axis=1))
+
+
 def mean_step_size(trajectories: np.ndarray, circular: bool = False) -> float:
     """Mean distance between consecutive decoded outputs (trials, time, d): m, or |wrapped step| in rad."""
     steps = np.diff(np.asarray(trajectories, dtype=np.float64), axis=1)
@@ -524,6 +543,12 @@ def reactivation_dataset(
                 ),
                 f"mean resultant length of quiescent headings in windows of {window} steps from input removal "
                 "(burn-in included)",
+                "1",
+            ),
+            heading_uniformity_p=label(
+                xr.DataArray([rayleigh_p(trial_mean_headings(r.decoded[..., 0])) for r in rows], dims=q_dim),
+                "Rayleigh test p-value of uniformity over trials (each trial's circular-mean quiescent heading; the "
+                "trials are independent, the time samples within one are not)",
                 "1",
             ),
             waking_mean_resultant_length=label(

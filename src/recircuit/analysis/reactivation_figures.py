@@ -212,6 +212,9 @@ def heading_figures(ds: xr.Dataset, out_dir: Path) -> list[Path]:
         quiet = sub["heading_occupancy"].mean("seed")
         wake = sub["waking_heading_occupancy"].mean("seed")
         velocity = sub["angular_velocity"].transpose("seed", "quiescent").values
+        # seeds settle on different headings, so the mean histogram can look flat where no single seed is
+        uniform_p = sub["heading_uniformity_p"].transpose("seed", "quiescent").values if (
+            "heading_uniformity_p" in sub) else None
         for i, q in enumerate(quiescent):
             ax = fig.add_subplot(rows, cols, i + 1, projection="polar")
             own = _own_waking(sub, q)
@@ -222,7 +225,11 @@ def heading_figures(ds: xr.Dataset, out_dir: Path) -> list[Path]:
                     color=WAKING_COLOUR, label=f"awake ({own})")
             omega = velocity[:, i]
             spread = f" ± {np.nanstd(omega, ddof=1):.2f}" if np.isfinite(omega).sum() > 1 else ""
-            ax.set_title(f"offline: {q}\nmean angular velocity {np.nanmean(omega):+.2f}{spread} rad/s", fontsize=9)
+            title = f"offline: {q}\nmean angular velocity {np.nanmean(omega):+.2f}{spread} rad/s"
+            if uniform_p is not None and np.isfinite(uniform_p[:, i]).any():
+                p_q = uniform_p[:, i][np.isfinite(uniform_p[:, i])]
+                title += f"\nuniform (Rayleigh p > 0.05) in {int((p_q > 0.05).sum())}/{len(p_q)} seeds"
+            ax.set_title(title, fontsize=9)
             ax.set_xlabel("heading (deg); radius: fraction of samples per bin", fontsize=7)
             ax.tick_params(labelsize=7)
             ax.yaxis.set_major_locator(MaxNLocator(3))

@@ -17,7 +17,7 @@ import xarray as xr
 MAX_RESULTANT_LENGTH = 0.1  # "near-uniform offline headings"
 MIN_COVERAGE = 0.5  # "visit at least half of the bins visited awake"
 MAX_NOISE_FREE_VARIANCE = {"path_integration": 1e-3, "head_direction": 1e-3}  # m^2 / rad^2: "near zero"
-SIGNIFICANCE = 0.05  # sign test of the counter-clockwise drift over trials
+SIGNIFICANCE = 0.05  # sign test of the counter-clockwise drift, Rayleigh test of uniform headings, over trials
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,12 @@ def checks(task: str) -> list[Check]:
         found += [
             Check(f"{variant} offline mean resultant length < {MAX_RESULTANT_LENGTH}", ("mean_resultant_length",),
                   (variant,), (), _offline("mean_resultant_length", variant), MAX_RESULTANT_LENGTH)
+            for variant in ("noisy", "unconstrained")
+        ]
+        found += [
+            Check(f"{variant} offline headings uniform over trials (Rayleigh test p > {SIGNIFICANCE:g})",
+                  ("heading_uniformity_p",), (variant,), (), _offline("heading_uniformity_p", variant), SIGNIFICANCE,
+                  greater=True)
             for variant in ("noisy", "unconstrained")
         ]
         found.append(
