@@ -175,6 +175,27 @@ def test_rayleigh_test_is_calibrated_on_uniform_headings_and_rejects_a_concentra
     assert np.abs(R.wrap(R.trial_mean_headings(headings) - np.array([np.pi, 0.3]))).max() < 1e-12
 
 
+def test_heading_drift_recovers_the_flow_of_a_ring_with_one_attractor():
+    dt, omega, attractor = 0.02, 2.0, 1.0  # d theta / dt = -omega sin(theta - attractor), rad/s
+    steps = 400
+    headings = np.empty((72, steps))
+    headings[:, 0] = np.linspace(-np.pi, np.pi, 72, endpoint=False) + 0.01
+    for t in range(1, steps):  # small Euler steps: the step from theta is -omega sin(theta - attractor) dt
+        headings[:, t] = R.wrap(headings[:, t - 1] - omega * np.sin(headings[:, t - 1] - attractor) * dt)
+    edges = R.heading_edges(10.0)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    drift = R.heading_drift(headings, edges, dt, min_steps=5)
+    sampled = np.isfinite(drift)
+    assert sampled.sum() >= 30  # the flow passes through most of the ring
+    expected = -omega * np.sin(centres - attractor)
+    assert np.abs(drift[sampled] - expected[sampled]).max() < omega * np.radians(10.0)  # within one bin's change
+    constant = R.wrap(0.5 * dt * np.arange(3000))[None]  # a steady counter-clockwise turn at 0.5 rad/s
+    assert np.allclose(R.heading_drift(constant, edges, dt), 0.5)
+    with_gap = constant.copy()
+    with_gap[0, 10:] = np.nan
+    assert np.isnan(R.heading_drift(with_gap, edges, dt)).all()  # 9 steps: under min_steps in every bin
+
+
 def test_windowed_measure_per_window_with_nan_where_data_is_missing():
     x = np.arange(2 * 10 * 1, dtype=float).reshape(2, 10, 1)  # trial 0: 0..9, trial 1: 10..19
     x[0, 7] = np.nan
@@ -379,6 +400,8 @@ def test_reactivation_head_direction(tmp_path):
     )
     assert ((ds["angular_velocity_sign_p"] >= 0) & (ds["angular_velocity_sign_p"] <= 1)).all()
     assert ((ds["heading_uniformity_p"] >= 0) & (ds["heading_uniformity_p"] <= 1)).all()
+    assert np.isfinite(ds["heading_drift"].sel(quiescent="noisy").values).any()
+    assert np.isnan(ds["heading_drift"].sel(quiescent="uniform").values).all()  # no network, no flow
     assert ds["heading_uniformity_p"].sel(quiescent="uniform").item() > 1e-3  # 16 independent uniform trials
     n_samples = 16 * 50  # R of n uniform headings is ~ sqrt(pi / 4n)
     assert ds["mean_resultant_length"].sel(quiescent="uniform").item() < 4 / math.sqrt(n_samples)
@@ -402,7 +425,8 @@ def test_reactivation_figures(tmp_path):
     loaded["noisy"][1].to_netcdf(summary / "quiescence.nc", engine="h5netcdf")
     paths = make_reactivation_figures(summary, tmp_path / "figures")
     names = {p.name for p in paths}
-    assert {"reactivation_head_direction_kl.png", "reactivation_head_direction_headings.pdf"} <= names
+    assert {"reactivation_head_direction_kl.png", "reactivation_head_direction_headings.pdf",
+            "reactivation_head_direction_drift.png"} <= names
     assert "reactivation_head_direction_trajectories.png" in names
     assert "reactivation_head_direction_time_course.png" in names
     assert all(p.stat().st_size > 1000 for p in paths)

@@ -252,6 +252,20 @@ def mean_angular_velocity(headings: np.ndarray, dt_s: float) -> float:
     return float(wrap(np.diff(np.asarray(headings, dtype=np.float64), axis=1)).mean() / dt_s)
 
 
+def heading_drift(headings: np.ndarray, edges: np.ndarray, dt_s: float, min_steps: int = 20) -> np.ndarray:
+    """The ring's drift field: mean wrapped heading change per second of headings (trials, time), rad/s, binned by
+    the heading each step starts from (``edges``, rad). Attracting headings are where it crosses zero downwards.
+    NaN in bins with fewer than ``min_steps`` steps; steps with a NaN end are left out."""
+    h = np.asarray(headings, dtype=np.float64)
+    start, step = h[:, :-1].reshape(-1), wrap(np.diff(h, axis=1)).reshape(-1)
+    keep = np.isfinite(start) & np.isfinite(step)
+    start, step = wrap(start[keep]), step[keep]
+    counts, _ = np.histogram(start, bins=edges)
+    sums, _ = np.histogram(start, bins=edges, weights=step)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts >= min_steps, sums / counts / dt_s, np.nan)
+
+
 def angular_velocity_sign_p(headings: np.ndarray) -> float:
     """Two-sided sign test (binomial) of the per-trial mean heading change of headings (trials, time)."""
     per_trial = wrap(np.diff(np.asarray(headings, dtype=np.float64), axis=1)).mean(axis=1)
@@ -569,6 +583,19 @@ def reactivation_dataset(
             waking_angular_velocity=label(
                 xr.DataArray([mean_angular_velocity(waking_decoded[lbl][..., 0], dt) for lbl in labels], dims=w_dim),
                 "mean angular velocity of decoded waking headings",
+                "rad/s",
+            ),
+            heading_drift=label(
+                xr.DataArray(
+                    np.array([
+                        heading_drift(x[..., 0], edges, dt) if r.condition != "uniform" else np.nan * centres
+                        for r, x in zip(rows, whole)
+                    ]),
+                    dims=(q_dim, "heading_bin"),
+                ),
+                "drift field of the ring offline: mean decoded angular velocity by the heading each step starts from, "
+                "burn-in included (attracting headings: downward zero crossings; NaN: under 20 steps in the bin, or "
+                "no network)",
                 "rad/s",
             ),
             heading_occupancy=label(

@@ -241,6 +241,36 @@ def heading_figures(ds: xr.Dataset, out_dir: Path) -> list[Path]:
     return paths
 
 
+def drift_figures(ds: xr.Dataset, out_dir: Path) -> list[Path]:
+    """The ring's offline drift field (mean angular velocity by heading), one panel per network condition, one line
+    per seed: a flat ring drifts at zero everywhere; attracting headings are downward zero crossings."""
+    paths: list[Path] = []
+    for name, sub in _selections(ds, "heading_drift"):
+        drift = sub["heading_drift"].transpose("seed", "quiescent", "heading_bin")
+        quiescent = [q for q in sub["quiescent"].values if np.isfinite(drift.sel(quiescent=q).values).any()]
+        if not quiescent:
+            continue
+        cols = min(len(quiescent), 3)
+        rows = math.ceil(len(quiescent) / cols)
+        fig = Figure(figsize=(3.6 * cols, 2.8 * rows), layout="constrained")
+        axes = np.atleast_1d(fig.subplots(rows, cols, sharex=True, squeeze=False)).reshape(-1)
+        degrees = np.degrees(sub["heading_bin"].values)
+        for ax, q in zip(axes, quiescent):
+            for seed in drift["seed"].values:
+                ax.plot(degrees, drift.sel(quiescent=q, seed=seed).values, linewidth=1, label=f"seed {seed}")
+            ax.axhline(0.0, color="k", linewidth=0.6)
+            ax.set_title(f"offline: {q}", fontsize=9)
+            ax.set_xlabel("heading (deg)", fontsize=8)
+            ax.set_ylabel("drift (rad/s)", fontsize=8)
+            ax.tick_params(labelsize=7)
+        for ax in axes[len(quiescent):]:
+            ax.set_visible(False)
+        axes[0].legend(fontsize=6)
+        fig.suptitle(f"{name}: drift field of the ring offline (mean angular velocity by heading)")
+        paths += save_figure(fig, out_dir, f"reactivation_{name}_drift")
+    return paths
+
+
 # ------------------------------------------------------------------------------------------------- time course
 def time_course_figures(ds: xr.Dataset, out_dir: Path) -> list[Path]:
     """Coverage of waking-visited bins (and for headings the mean resultant length) in windows of offline time from
@@ -344,7 +374,8 @@ def make_reactivation_figures(summary_dir: Path, out_dir: Path) -> list[Path]:
     paths: list[Path] = []
     for path in files:
         ds = open_dataset(path)
-        for make in (occupancy_figures, kl_matrix_figures, dynamics_figures, heading_figures, time_course_figures):
+        for make in (occupancy_figures, kl_matrix_figures, dynamics_figures, heading_figures, drift_figures,
+                     time_course_figures):
             paths += make(ds, out_dir)
     for path in sorted(summary_dir.glob("*quiescence*.nc")):
         paths += trajectory_figures(open_dataset(path), out_dir)
