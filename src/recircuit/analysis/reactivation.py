@@ -44,6 +44,7 @@ QUIESCENCE_FILE = "quiescence.nc"  # written by recircuit.analysis.quiescence, r
 REACTIVATION_FILE = "reactivation.nc"
 RATIO_CLIP = (1e-7, 1e7)
 TWO_PI = 2 * math.pi
+DRIFT_MIN_STEPS = 20  # steps a heading bin needs for its drift estimate
 
 
 def wrap(theta: np.ndarray) -> np.ndarray:
@@ -252,7 +253,9 @@ def mean_angular_velocity(headings: np.ndarray, dt_s: float) -> float:
     return float(wrap(np.diff(np.asarray(headings, dtype=np.float64), axis=1)).mean() / dt_s)
 
 
-def heading_drift(headings: np.ndarray, edges: np.ndarray, dt_s: float, min_steps: int = 20) -> np.ndarray:
+def heading_drift(
+    headings: np.ndarray, edges: np.ndarray, dt_s: float, min_steps: int = DRIFT_MIN_STEPS
+) -> np.ndarray:
     """The ring's drift field: mean wrapped heading change per second of headings (trials, time), rad/s, binned by
     the heading each step starts from (``edges``, rad). Attracting headings are where it crosses zero downwards.
     NaN in bins with fewer than ``min_steps`` steps; steps with a NaN end are left out."""
@@ -544,6 +547,10 @@ def reactivation_dataset(
     }
     if circular:
         centres = 0.5 * (edges[1:] + edges[:-1])
+        no_flow = np.full_like(centres, np.nan)  # the uniform baseline is no network
+        drift = [
+            no_flow if r.condition == "uniform" else heading_drift(x[..., 0], edges, dt) for r, x in zip(rows, whole)
+        ]
         data.update(
             mean_resultant_length=label(
                 xr.DataArray([mean_resultant_length(r.decoded) for r in rows], dims=q_dim),
@@ -586,16 +593,10 @@ def reactivation_dataset(
                 "rad/s",
             ),
             heading_drift=label(
-                xr.DataArray(
-                    np.array([
-                        heading_drift(x[..., 0], edges, dt) if r.condition != "uniform" else np.nan * centres
-                        for r, x in zip(rows, whole)
-                    ]),
-                    dims=(q_dim, "heading_bin"),
-                ),
+                xr.DataArray(np.array(drift), dims=(q_dim, "heading_bin")),
                 "drift field of the ring offline: mean decoded angular velocity by the heading each step starts from, "
-                "burn-in included (attracting headings: downward zero crossings; NaN: under 20 steps in the bin, or "
-                "no network)",
+                f"burn-in included (attracting headings: downward zero crossings; NaN: under {DRIFT_MIN_STEPS} steps "
+                "in the bin, or no network)",
                 "rad/s",
             ),
             heading_occupancy=label(

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from recircuit.analysis.reactivation import own_waking
+from recircuit.analysis.reactivation_report import SIGNIFICANCE
 from recircuit.figures import save_figure
 from recircuit.results import open_dataset
 
@@ -228,7 +229,8 @@ def heading_figures(ds: xr.Dataset, out_dir: Path) -> list[Path]:
             title = f"offline: {q}\nmean angular velocity {np.nanmean(omega):+.2f}{spread} rad/s"
             if uniform_p is not None and np.isfinite(uniform_p[:, i]).any():
                 p_q = uniform_p[:, i][np.isfinite(uniform_p[:, i])]
-                title += f"\nuniform (Rayleigh p > 0.05) in {int((p_q > 0.05).sum())}/{len(p_q)} seeds"
+                uniform_seeds = int((p_q > SIGNIFICANCE).sum())
+                title += f"\nuniform (Rayleigh p > {SIGNIFICANCE:g}) in {uniform_seeds}/{len(p_q)} seeds"
             ax.set_title(title, fontsize=9)
             ax.set_xlabel("heading (deg); radius: fraction of samples per bin", fontsize=7)
             ax.tick_params(labelsize=7)
