@@ -167,7 +167,7 @@ def test_rayleigh_test_is_calibrated_on_uniform_headings_and_rejects_a_concentra
     rng = np.random.default_rng(1)
     p_uniform = np.array([R.rayleigh_p(rng.uniform(-np.pi, np.pi, 50)) for _ in range(4000)])
     assert ((p_uniform >= 0) & (p_uniform <= 1)).all()
-    for alpha in (0.05, 0.2, 0.5):  # under uniformity P(p < alpha) = alpha (Zar's approximation: within 1%)
+    for alpha in (0.05, 0.2, 0.5):  # under uniformity P(p < alpha) = alpha; 4000 draws: standard error <= 0.008
         assert np.mean(p_uniform < alpha) == pytest.approx(alpha, abs=0.015)
     assert R.rayleigh_p(np.random.default_rng(2).vonmises(1.0, 2.0, 100)) < 1e-6  # mean resultant length ~0.7
     # each trial's circular mean, also for a trial straddling the seam at +-pi
