@@ -11,6 +11,7 @@ the same for U[0, 1) draws (the reference code's noise, NoiseSpec.distribution =
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -27,31 +28,32 @@ def standard_normal(shape: tuple[int, ...], generator: torch.Generator, device: 
     """N(0, 1) draws of ``shape`` from ``generator``: on CPU in NOISE_PARTS slices along dim 0, each from its own
     generator seeded by ``generator``, filled on up to torch.get_num_threads() threads; elsewhere one call (CUDA's
     generator is already parallel)."""
-    return _parallel_draws(shape, generator, device, "normal")
+    return _parallel_draws(shape, generator, device, torch.randn, torch.Tensor.normal_)
 
 
 def standard_uniform(shape: tuple[int, ...], generator: torch.Generator, device: torch.device | str) -> torch.Tensor:
     """U[0, 1) draws of ``shape`` from ``generator``, split and filled like ``standard_normal``."""
-    return _parallel_draws(shape, generator, device, "uniform")
+    return _parallel_draws(shape, generator, device, torch.rand, torch.Tensor.uniform_)
 
 
 def _parallel_draws(
-    shape: tuple[int, ...], generator: torch.Generator, device: torch.device | str, law: str
+    shape: tuple[int, ...],
+    generator: torch.Generator,
+    device: torch.device | str,
+    draw: Callable[..., torch.Tensor],
+    fill_in_place: Callable[..., torch.Tensor],
 ) -> torch.Tensor:
+    """``draw`` (torch.randn / torch.rand) as one call off the CPU; on CPU the parts of an empty tensor filled by
+    ``fill_in_place`` (Tensor.normal_ / Tensor.uniform_, default parameters), each from its own seeded generator."""
     device = torch.device(device)
     if device.type != "cpu":
-        draw = torch.randn if law == "normal" else torch.rand
         return draw(shape, generator=generator, device=device)
     out = torch.empty(shape)
     parts = [part for part in out.chunk(NOISE_PARTS, dim=0) if part.numel()]
     seeds = torch.randint(0, 2**62, (len(parts),), generator=generator).tolist()
 
     def fill(index: int) -> None:
-        part_generator = torch.Generator().manual_seed(seeds[index])
-        if law == "normal":
-            parts[index].normal_(generator=part_generator)
-        else:
-            parts[index].uniform_(generator=part_generator)
+        fill_in_place(parts[index], generator=torch.Generator().manual_seed(seeds[index]))
 
     workers = min(torch.get_num_threads(), len(parts))
     if workers <= 1:
