@@ -701,6 +701,14 @@ def test_spike_command_writes_spiking_nc_and_figures(make_spec, tmp_path, tiny_s
     assert float(one["fi_only_error_ratio"]) > 0 and one["fi_only_position_error"].dims == ("trial", "time")
     assert one["fi_only_position_error"].shape == one["spiking_position_error"].shape
     assert np.isfinite(float(one["kl_offline"])) and np.isfinite(float(one["kl_offline_rate"]))
+    # the twin's own noise: positive where units fire, and the rate quiescence run with it, for both rate maps
+    assert one["twin_noise_sd"].dims == ("unit",) and (one["twin_noise_sd"].values >= 0).all()
+    assert float(one["median_twin_noise_sd"]) > 0
+    assert one["kl_offline_rate_matched"].dims == ("rate_map",)
+    assert one["rate_map"].values.tolist() == ["sigmoid", "lif"]
+    assert np.isfinite(one["kl_offline_rate_matched"].values).all()
+    matched_dims = ("rate_map", "quiet_trial", "quiet_time_after_burn_in", "space")
+    assert one["quiet_matched_decoded_position"].dims == matched_dims
     assert int(one["spike_count"].sum()) > 0 and one["spike_count"].dtype == np.uint16
     assert float(one["fi_rms"]) < 0.2
     assert ds.attrs["brian2_target"] == "numpy" and "spec_json" in ds.attrs

@@ -156,37 +156,41 @@ def decoded_trajectory(run: xr.Dataset, name: str, out_dir: Path) -> list[Path]:
 
 
 def offline_states(run: xr.Dataset, name: str, out_dir: Path) -> list[Path]:
-    """Offline decoded states from spikes during quiescence (after the burn-in) against the rate circuit's."""
+    """Offline decoded states from spikes during quiescence (after the burn-in) against the rate circuit's own, and
+    (when stored) the rate circuit's with the twin's noise level."""
     kind = _kind(run)
     burn_in = int(run.attrs.get("quiet_burn_in_steps", 0))
-    fig = Figure(figsize=(8.6, 4.2))
-    axes = fig.subplots(1, 2)
-    if kind == "path_integration":
-        sources = (
-            (run["quiet_decoded_position"].isel(quiet_time=slice(burn_in, None)), "spiking twin"),
-            (run["quiet_rate_decoded_position"], "rate circuit"),
-        )
-        for ax, (states, title) in zip(axes, sources):
+    what = "position" if kind == "path_integration" else "heading"
+    sources = [
+        (run[f"quiet_decoded_{what}"].isel(quiet_time=slice(burn_in, None)), "spiking twin", run["kl_offline"]),
+        (run[f"quiet_rate_decoded_{what}"], "rate circuit", run["kl_offline_rate"]),
+    ]
+    if f"quiet_matched_decoded_{what}" in run:
+        matched, kl = run[f"quiet_matched_decoded_{what}"], run["kl_offline_rate_matched"]
+        sources += [
+            (matched.sel(rate_map="sigmoid"), "rate circuit, twin's noise", kl.sel(rate_map="sigmoid")),
+            (matched.sel(rate_map="lif"), "LIF f-I curve, twin's noise", kl.sel(rate_map="lif")),
+        ]
+    fig = Figure(figsize=(4.0 * len(sources), 4.2))
+    axes = fig.subplots(1, len(sources))
+    bins = np.linspace(-180, 180, 37)
+    for i, (ax, (states, title, kl_value)) in enumerate(zip(axes, sources)):
+        title = f"offline, {title}\nKL {float(kl_value):.2f} nat"
+        if kind == "path_integration":
             values = states.values
             for trial in range(values.shape[0]):
                 ax.plot(values[trial, :, 0], values[trial, :, 1], lw=0.5, alpha=0.7)
-            ax.set(xlabel="x (m)", ylabel="y (m)", aspect="equal", title=f"offline, {title}")
-    else:
-        bins = np.linspace(-180, 180, 37)
-        sources = (
-            (run["quiet_decoded_heading"].isel(quiet_time=slice(burn_in, None)), "spiking twin"),
-            (run["quiet_rate_decoded_heading"], "rate circuit"),
-        )
-        for ax, (states, title) in zip(axes, sources):
+            ax.set(xlabel="x (m)", ylabel="y (m)", aspect="equal")
+        else:
             values = np.rad2deg(states.values.ravel())
-            colour = SPIKE_COLOUR if title == "spiking twin" else RATE_COLOUR
+            colour = SPIKE_COLOUR if i == 0 else RATE_COLOUR
             ax.hist(values[np.isfinite(values)], bins=bins, density=True, color=colour)
-            ax.set(xlabel="heading (deg)", ylabel="density (1/deg)", title=f"offline, {title}")
-    kl, kl_rate = float(run["kl_offline"]), float(run["kl_offline_rate"])
-    fig.suptitle(
-        f"{name.replace('_', ' ')}: KL(offline || rate waking) spiking {kl:.2f} nat, rate {kl_rate:.2f} nat",
-        fontsize=9,
-    )
+            ax.set(xlabel="heading (deg)", ylabel="density (1/deg)")
+        ax.set_title(title, fontsize=9)
+    noise = ""
+    if "median_twin_noise_sd" in run:
+        noise = f"; the twin's own noise {float(run['median_twin_noise_sd']):.3g} per sqrt(tau)"
+    fig.suptitle(f"{name.replace('_', ' ')}: KL(offline || rate waking){noise}", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, out_dir, f"spiking_offline_{name}")
 
@@ -208,6 +212,9 @@ def agreement_summary(ds: xr.Dataset, out_dir: Path) -> list[Path]:
             axes[2].plot(run["kl_offline"].values, np.full(ratio.shape, i), "o", color=SPIKE_COLOUR, ms=4)
             kl_rate = run["kl_offline_rate"].values
             axes[2].plot(kl_rate, np.full(ratio.shape, i), "s", color=RATE_COLOUR, ms=4, mfc="none")
+            if "kl_offline_rate_matched" in run:
+                lif = run["kl_offline_rate_matched"].sel(rate_map="lif").values
+                axes[2].plot(lif, np.full(ratio.shape, i), "^", color=SPIKE_COLOUR, ms=4, mfc="none")
     axes[0].axvline(1.0, color="grey", lw=0.8)
     axes[0].axvline(1.5, color="grey", lw=0.8, ls=":")
     axes[1].axvline(0.8, color="grey", lw=0.8, ls=":")
@@ -216,6 +223,8 @@ def agreement_summary(ds: xr.Dataset, out_dir: Path) -> list[Path]:
     axes[2].set(xlabel="KL(offline || rate waking) (nat)")
     axes[2].plot([], [], "o", color=SPIKE_COLOUR, label="spiking twin")
     axes[2].plot([], [], "s", color=RATE_COLOUR, mfc="none", label="rate circuit")
+    if "kl_offline_rate_matched" in ds:
+        axes[2].plot([], [], "^", color=SPIKE_COLOUR, mfc="none", label="LIF f-I curve + twin's noise (no spikes)")
     axes[2].legend(fontsize=7, frameon=False)
     fig.suptitle("Spiking twin vs rate circuit (held-out trials; quiescence from the same starts)", fontsize=9)
     fig.tight_layout()

@@ -69,6 +69,7 @@ from recircuit.spiking.convert import (
     check_convertible,
     rate_circuit_from_model,
 )
+from recircuit.spiking.effective_noise import effective_noise_sd
 from recircuit.spiking.network import (
     LIFConstants,
     NetworkShape,
@@ -83,10 +84,11 @@ from recircuit.spiking.network import (
 
 SPIKING_FILE = "spiking.nc"
 RATE_NOISE = ("evaluation", "none")
+RATE_MAPS = ("sigmoid", "lif")  # rate maps of the quiescence with the twin's noise: the circuit's own, the twin's
 ACTIVE_RATE_HZ = 1.0  # units above this mean task rate enter the median correlation
 SILENT_RATE_HZ = 0.1  # units below this mean rate count as silent
 COMPRESSION = {"zlib": True, "complevel": 4}
-PURPOSE = {"search": 1, "task": 2, "quiescence": 3, "fi": 4, "quiescent_noise": 5}
+PURPOSE = {"search": 1, "task": 2, "quiescence": 3, "fi": 4, "quiescent_noise": 5, "matched_noise": 6}
 
 
 def run_seed(base: int, purpose: str, *key: int) -> int:
@@ -194,20 +196,31 @@ def simulate_rate_circuit(
     inputs: np.ndarray,
     initial_rates: np.ndarray,
     activation: Callable[[np.ndarray], np.ndarray] = expit,
+    state_noise: np.ndarray | None = None,
+    current_noise: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Noise-free rates s (trial, time, units) of the sigmoid circuit, a = dt/tau (float64 reference), from model-space
-    h0 (trial, n_model); every unit, the normalization interneurons instantaneous: at step t their rates are computed
+    """Rates s (trial, time, units) of the sigmoid circuit, a = dt/tau (float64 reference), from model-space h0
+    (trial, n_model); every unit, the normalization interneurons instantaneous: at step t their rates are computed
     from [s_{t-1}; u_t] first and enter the model units' current of that step (stored at t). ``activation`` replaces
-    the model units' sigmoid (e.g. the twin's LIF f-I curve, `LIFCalibration.lif_activation`)."""
+    the model units' sigmoid (e.g. the twin's LIF f-I curve, `LIFCalibration.lif_activation`); ``state_noise``
+    (trial, time, n_model), in sigmoid space, is added to the model units' new rates (state placement) and
+    ``current_noise`` (same shape) to their currents (drive placement); None: noise-free."""
     n = circuit.n_model
     alpha = circuit.step_s / circuit.tau_s[:n]
     recurrent, input_w, bias = circuit.recurrent[:n], circuit.input[:n], circuit.bias[:n]
+    for name, noise in (("state_noise", state_noise), ("current_noise", current_noise)):
+        if noise is not None and noise.shape != inputs.shape[:2] + (n,):
+            raise ValueError(f"{name} {noise.shape} must be (trial, time, n_model) = {inputs.shape[:2] + (n,)}")
     s = circuit.initial_rates(initial_rates)
     out = np.empty(inputs.shape[:2] + (circuit.n_units,))
     for t in range(inputs.shape[1]):
         presynaptic = circuit.presynaptic(s, inputs[:, t])
         current = presynaptic @ recurrent.T + inputs[:, t] @ input_w.T + bias
+        if current_noise is not None:
+            current = current + current_noise[:, t]
         s = (1 - alpha) * s + alpha * activation(current)
+        if state_noise is not None:
+            s = s + state_noise[:, t]
         out[:, t, :n] = s
         out[:, t, n:] = presynaptic[:, n:]
     return out
@@ -295,6 +308,41 @@ def initial_state(
 def _counts(unit: np.ndarray, spike_time: np.ndarray, steps: int, step_s: float, n: int) -> np.ndarray:
     step_bin = np.floor(spike_time / step_s + 1e-9).astype(np.int64)
     return np.bincount(step_bin * n + unit, minlength=steps * n).reshape(steps, n)
+
+
+def matched_rate_quiescence(
+    model: EICircuit,
+    circuit: RateCircuit,
+    initial_rates: np.ndarray,
+    steps: int,
+    unit_noise_sd: np.ndarray,
+    rng: np.random.Generator,
+    rate_noise: tuple[float, np.ndarray | None] = (0.0, None),
+    activation: Callable[[np.ndarray], np.ndarray] = expit,
+) -> np.ndarray:
+    """Decoded states after the burn-in (trial, steps - burn_in, state_dims) of the rate circuit (no spikes) run
+    offline with zero input from model-space h0 (trial, n_model) and state-placed Gaussian noise of SD
+    ``unit_noise_sd`` (n_model,) per sqrt(tau), model units (the twin's own noise, `effective_noise`): with its
+    sigmoid, what the twin's noise level alone predicts for the twin's quiescence; with ``activation`` = the twin's
+    LIF f-I curve, the twin's mean field with the twin's noise.
+
+    ``rate_noise`` = (SD per sqrt(tau), drive noise or None): the rate circuit's own offline noise that the twin's
+    quiescence also carries (spiking.quiescent_noise = membrane+rate, `rate_noise_states`): under state placement
+    its SD adds to the twin's in quadrature (independent Gaussian state noises), under drive placement its drive
+    draws (trial, steps, >= n_model) are added to the currents."""
+    n = circuit.n_model
+    alpha = circuit.step_s / circuit.tau_s[:n]
+    rate_sd, rate_drive = rate_noise
+    sd = np.asarray(unit_noise_sd, dtype=np.float64)
+    if rate_drive is None:
+        sd = np.sqrt(sd**2 + rate_sd**2)
+    to_sigmoid = 0.5 if circuit.source_activation == "tanh" else 1.0
+    noise = rng.standard_normal((initial_rates.shape[0], steps, n)) * (sd * np.sqrt(alpha) * to_sigmoid)
+    zeros = np.zeros((initial_rates.shape[0], steps, circuit.input.shape[1]))
+    current_noise = rate_drive[..., :n] if rate_drive is not None else None
+    rates = simulate_rate_circuit(circuit, zeros, initial_rates, activation, noise, current_noise)
+    burn_in = model.spec.reactivation.burn_in_steps
+    return decode(model, rates[:, burn_in:] @ circuit.output.T + circuit.output_bias)
 
 
 def run_many(net: SpikingNetwork, runs: Sequence[RunInputs]) -> list[RunOutput]:
@@ -734,9 +782,8 @@ def spike(
     error_ratio = {k: float(error.mean() / trials.error[k].mean()) for k in RATE_NOISE}
     # The f-I curve alone: the rate circuit with the twin's LIF curve in place of the sigmoid and no spikes. Its
     # error against the noise-free rate circuit's separates f-I mismatch from spike noise in the twin's error.
-    fi_only_rates = simulate_rate_circuit(
-        circuit, trials.inputs, trials.initial_rates, cal.lif_activation(sp.threshold_gap_mV, sp.tau_m_ms)
-    )
+    lif = cal.lif_activation(sp.threshold_gap_mV, sp.tau_m_ms)
+    fi_only_rates = simulate_rate_circuit(circuit, trials.inputs, trials.initial_rates, lif)
     fi_only_error = decoding_error(
         model, decode(model, fi_only_rates @ circuit.output.T + circuit.output_bias), trials.states
     )
@@ -750,10 +797,15 @@ def spike(
     unit_rate = task_stats["unit_rate"]
     medians = {k: median_correlation(correlation[k][:n_model], unit_rate[:n_model]) for k in RATE_NOISE}
     norm_medians = {k: median_correlation(correlation[k][n_model:], unit_rate[n_model:]) for k in RATE_NOISE}
+    # The twin's own variability as the rate model's recurrent noise (per sqrt(tau)), on the task trials.
+    twin_noise = effective_noise_sd(circuit, lif, spiking_activity, trials.inputs)
+    active = unit_rate[:n_model] > ACTIVE_RATE_HZ
+    twin_noise_median = float(np.median(twin_noise[active])) if active.any() else float("nan")
 
     # ----- quiescence
     kl = kl_uniform = kl_rate = float("nan")
-    quiet_decoded = rate_quiet = None
+    kl_matched = [float("nan")] * len(RATE_MAPS)
+    quiet_decoded = rate_quiet = matched_quiet = None
     if quiet is not None:
         quiet_seconds = sp.n_quiescent_trials * quiet_steps * shape.step_s
         quiet_stats = rate_statistics(quiet.counts, quiet_seconds, circuit.n_exc, circuit.dale, circuit.n_norm)
@@ -775,9 +827,22 @@ def spike(
         kl, kl_uniform = offline_kl(model, quiet_decoded[:, rs.burn_in_steps :], waking_decoded, arena)
         rate_quiet = rate_quiescence(model, quiet_starts, quiet_steps)
         kl_rate, _ = offline_kl(model, rate_quiet, waking_decoded, arena)
+        placement_drive = spec.network.noise.placement == "drive" and noise_drive is not None
+        matched_quiet = np.stack(
+            [
+                matched_rate_quiescence(
+                    model, circuit, quiet_starts, quiet_steps, twin_noise,
+                    np.random.default_rng(run_seed(sp.seed, "matched_noise")),  # the same draws for both maps
+                    (quiet_rate_sd, noise_drive if placement_drive else None), activation,
+                )  # fmt: skip
+                for activation in (expit, lif)
+            ]
+        )
+        kl_matched = [offline_kl(model, states, waking_decoded, arena)[0] for states in matched_quiet]
         log(
             f"  quiescence ({sp.n_quiescent_trials} trials): KL(offline || rate waking) spiking {kl:.3f} nat, "
-            f"rate {kl_rate:.3f} nat (same starts), uniform {kl_uniform:.3f} nat"
+            f"rate {kl_rate:.3f} nat (same starts), uniform {kl_uniform:.3f} nat; with the twin's noise: rate "
+            f"{kl_matched[0]:.3f} nat, rate with the LIF f-I curve {kl_matched[1]:.3f} nat"
         )
     else:
         quiet_stats = None
@@ -793,6 +858,10 @@ def spike(
         f"  the LIF f-I curve alone (rate circuit, no spikes): error {fi_only_error.mean():.3f}, "
         f"{fi_only_ratio:.2f} x the noise-free rate circuit's"
     )
+    log(
+        f"  the twin's own noise: {twin_noise_median:.3g} per sqrt(tau) (median over units firing > "
+        f"{ACTIVE_RATE_HZ} Hz), against network.noise.recurrent_sd = {spec.network.noise.recurrent_sd:g}"
+    )
     if circuit.n_norm:
         log(
             f"  normalization interneurons: median r {norm_medians['evaluation'][0]:.3f} (noise-free rate "
@@ -803,7 +872,8 @@ def spike(
     ds = _dataset(
         model, circuit, cal, search, (low, high), fi_current, fi_rate, trials, spk, decoded, error, error_ratio,
         correlation, medians, norm_medians, task_stats, quiet, quiet_decoded, quiet_stats, quiet_steps,
-        (kl, kl_rate, kl_uniform), rate_quiet, shape, constants,
+        (kl, kl_rate, kl_uniform, kl_matched), rate_quiet, matched_quiet, (twin_noise, twin_noise_median), shape,
+        constants,
     )  # fmt: skip
     ds.attrs.update(
         {
@@ -900,7 +970,7 @@ def _events(events: list[tuple[np.ndarray, np.ndarray]], prefix: str, what: str)
 def _dataset(
     model, circuit, cal, search, op_range, fi_current, fi_rate, trials, spk, decoded, error, error_ratio,
     correlation, medians, norm_medians, task_stats, quiet, quiet_decoded, quiet_stats, quiet_steps, kls, rate_quiet,
-    shape, constants,
+    matched_quiet, twin_noise, shape, constants,
 ) -> xr.Dataset:  # fmt: skip
     """spiking.nc (before the sweep dimensions): see the module docstring and the variables' long_name."""
     spec, task = model.spec, model.task
@@ -1045,6 +1115,16 @@ def _dataset(
             "fitted diffusion-approximation LIF rate",
             "Hz",
         ),
+        "twin_noise_sd": label(
+            xr.DataArray(np.concatenate([twin_noise[0], np.full(circuit.n_norm, np.nan)]), dims="unit"),
+            "the twin's own variability as the rate model's recurrent noise: SD of the one-step innovation of "
+            "lambda r against the LIF rate map / sqrt(dt/tau), task trials (spiking.effective_noise; NaN: "
+            "normalization interneuron), comparable with network.noise.recurrent_sd",
+            "1",
+        ),
+        "median_twin_noise_sd": scalar(
+            twin_noise[1], f"median twin_noise_sd over model units firing > {ACTIVE_RATE_HZ} Hz on the task", "1"
+        ),
         "fi_rms": scalar(
             np.sqrt(np.mean((fi_rate - cal.target_rate_hz(fi_current)) ** 2)) * cal.lambda_s,
             "RMS(simulated - target rate) / max rate over the operating range",
@@ -1119,7 +1199,26 @@ def _dataset(
             "time since the end of the quiescent burn-in",
             "s",
         )
-        kl, kl_rate, kl_uniform = kls
+        kl, kl_rate, kl_uniform, kl_matched = kls
+        data.update(
+            _state_vars(
+                kind, "quiet_matched_decoded", matched_quiet, ("rate_map", "quiet_trial", "quiet_time_after_burn_in"),
+                "offline decoded from the rate circuit (sigmoid, or the twin's LIF f-I curve) run with the twin's "
+                "own noise (twin_noise_sd per unit; same starts and draws)",
+            )
+        )  # fmt: skip
+        data["kl_offline_rate_matched"] = label(
+            xr.DataArray(kl_matched, dims="rate_map"),
+            "KL(rate quiescent with the twin's noise || rate waking): the rate circuit, no spikes, run offline from "
+            "the same starts with state noise of twin_noise_sd per unit; rate_map sigmoid: what the twin's noise "
+            "level alone predicts; lif: the twin's mean field (its f-I curve) with that noise",
+            "nat",
+        )
+        coords["rate_map"] = label(
+            xr.DataArray(list(RATE_MAPS), dims="rate_map"),
+            "rate map of the quiescence with the twin's noise: the circuit's sigmoid or the twin's LIF f-I curve",
+            "1",
+        )
         data["kl_offline"] = scalar(kl, "KL(spiking quiescent || rate waking) of decoded states after burn-in", "nat")
         data["kl_offline_rate"] = scalar(
             kl_rate, "KL(rate quiescent || rate waking) on the same quiescent starts (the rate reference)", "nat"
