@@ -29,6 +29,11 @@ Agreement: decoding error ratio spiking / rate (per rate reference), per-unit Pe
 spiking rate lambda r with the rate unit's activity (over trials and steps; median over model units firing > 1 Hz,
 and separately over the normalization interneurons).
 
+The twin's own noise (`effective_noise`): the one-step innovation of lambda r on the task trials against the twin's
+rate map (its LIF f-I curve), in the units of network.noise.recurrent_sd. The rate circuit is run offline from the
+quiescent starts with that noise per unit (`matched_rate_quiescence`), once with its sigmoid and once with the LIF
+curve, on the same draws: the twin's noise level alone, and the twin's mean field with it.
+
 Subtractive normalization (`convert.py`): the interneurons are n_I extra LIF neurons after the n model units
 (population 'I_norm'), set up from the search trials (computed once, for the interneurons' range and the lambda
 search). The rate equivalent keeps them instantaneous (`simulate_rate_circuit`, `rate_currents`: their rates at
@@ -828,14 +833,15 @@ def spike(
         rate_quiet = rate_quiescence(model, quiet_starts, quiet_steps)
         kl_rate, _ = offline_kl(model, rate_quiet, waking_decoded, arena)
         placement_drive = spec.network.noise.placement == "drive" and noise_drive is not None
+        maps = {"sigmoid": expit, "lif": lif}
         matched_quiet = np.stack(
             [
                 matched_rate_quiescence(
                     model, circuit, quiet_starts, quiet_steps, twin_noise,
                     np.random.default_rng(run_seed(sp.seed, "matched_noise")),  # the same draws for both maps
-                    (quiet_rate_sd, noise_drive if placement_drive else None), activation,
+                    (quiet_rate_sd, noise_drive if placement_drive else None), maps[name],
                 )  # fmt: skip
-                for activation in (expit, lif)
+                for name in RATE_MAPS
             ]
         )
         kl_matched = [offline_kl(model, states, waking_decoded, arena)[0] for states in matched_quiet]
