@@ -705,7 +705,7 @@ def test_spike_command_writes_spiking_nc_and_figures(make_spec, tmp_path, tiny_s
     assert one["twin_noise_sd"].dims == ("unit",) and (one["twin_noise_sd"].values >= 0).all()
     assert float(one["median_twin_noise_sd"]) > 0
     assert one["kl_offline_rate_matched"].dims == ("rate_map",)
-    assert one["rate_map"].values.tolist() == ["sigmoid", "lif"]
+    assert one["rate_map"].values.tolist() == ["own", "twin_fi"]
     assert np.isfinite(one["kl_offline_rate_matched"].values).all()
     matched_dims = ("rate_map", "quiet_trial", "quiet_time_after_burn_in", "space")
     assert one["quiet_matched_decoded_position"].dims == matched_dims

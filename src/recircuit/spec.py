@@ -148,8 +148,10 @@ class NetworkSpec(StrictModel):
     n_exc: PositiveInt = Field(410, description="excitatory units")
     n_inh: NonNegativeInt = Field(102, description="inhibitory units")
     dale: bool = Field(True, description="sign-constrained E/I weights; false = unconstrained control RNN")
-    activation: Literal["sigmoid", "softplus", "relu", "tanh"] = Field(
-        "sigmoid", description="rate nonlinearity phi; sigmoid converts best to spiking neurons"
+    activation: Literal["sigmoid", "softplus", "relu", "tanh", "lif"] = Field(
+        "sigmoid",
+        description="rate nonlinearity phi; sigmoid converts well to spiking neurons; lif is the spiking twin's own "
+        "LIF f-I curve (sigmoid-like, recircuit.circuit.lif_curve), so the rate circuit is its twin's mean field",
     )
     tau_ms: PositiveFloat = Field(100.0, description="time constant of the rate units, ms")
     spectral_radius: PositiveFloat = Field(1.5, description="spectral radius of the initial recurrent matrix")

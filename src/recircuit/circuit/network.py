@@ -22,6 +22,7 @@ from torch import nn
 
 from recircuit.circuit.noise import standard_normal, standard_uniform
 from recircuit.circuit.normalization import InhibitoryNormalization
+from recircuit.circuit.lif_curve import lif_activation
 from recircuit.circuit.scan import fused_scan_available, rate_scan
 from recircuit.spec import CircuitSpec
 
@@ -33,6 +34,7 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "softplus": F.softplus,
     "relu": torch.relu,
     "tanh": torch.tanh,
+    "lif": lif_activation,
 }
 
 

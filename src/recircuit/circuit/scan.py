@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from recircuit.circuit.lif_curve import lif_activation
+
 # Each activation maps the current c (batch, units) to phi(c), in place where it can, and, when ``slope`` is given,
 # writes alpha * phi'(c) into it (from phi(c) where that is exact, so no second pass over c is needed).
 
@@ -61,11 +63,19 @@ def _softplus(current: torch.Tensor, slope: torch.Tensor | None, alpha: float) -
     return F.softplus(current)
 
 
+def _lif(current: torch.Tensor, slope: torch.Tensor | None, alpha: float) -> torch.Tensor:
+    response, derivative = lif_activation.value_and_slope(current)
+    if slope is not None:
+        torch.mul(derivative, alpha, out=slope)  # a phi'(c), the interpolant's exact derivative
+    return response
+
+
 ACTIVATE: dict[str, Callable[[torch.Tensor, torch.Tensor | None, float], torch.Tensor]] = {
     "sigmoid": _sigmoid,
     "relu": _relu,
     "tanh": _tanh,
     "softplus": _softplus,
+    "lif": _lif,
 }
 
 

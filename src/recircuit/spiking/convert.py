@@ -21,7 +21,8 @@ z_E = a_E - W_EI i with i = W_IX [h_{t-1}; u_t; 1], from n_I fast, stateless, li
 extra LIF neurons, appended after the n model units (indices 0..n-1 keep their meaning), that are inhibitory: their
 outgoing weights reach E units only and are <= 0. In sigmoid space (tanh: i = 2 W_IX,h s + W_IX,u u + (W_IX,1 -
 W_IX,h 1), and the E-row subtraction doubles, W_EI' = 2 W_EI) interneuron k is a sigmoid unit used in its near-linear
-range: current y_k = c_k (i_k - m_k), rate s_k = sigmoid(y_k) ~ 1/2 + y_k/4, so i_k ~ m_k - 2/c_k + (4/c_k) s_k and
+range: current y_k = c_k (i_k - m_k), rate s_k = sigmoid(y_k) ~ 1/2 + y_k/4 (a ``lif`` circuit's interneurons use its
+curve: phi(0) + phi'(0) y_k), so i_k ~ m_k - 2/c_k + (4/c_k) s_k and
 the E rows get -(4/c_k) W_EI'[:, k] s_k plus the constant W_EI'[:, k] (2/c_k - m_k) in their bias (exact where the
 sigmoid is linear). m_k is the midpoint of the interneuron's activity between its 1st and 99th percentiles on given
 rate trajectories, c_k = Y / half that range, Y = ``normalization_current`` (spiking.normalization_current): a larger
@@ -42,8 +43,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from scipy.optimize import least_squares
-from scipy.special import erfcx, expit
+from scipy.special import expit
+
+from recircuit.circuit.lif_curve import LIF_CURVE, lif_activation, siegert_rate_hz
 
 # What the converter knows about the rate circuit; anything else is a mechanism without a spiking counterpart.
 KNOWN_PARAMETERS = frozenset(
@@ -95,8 +99,6 @@ DIVISIVE_REFUSAL = (
     "Refusing rather than dropping the division silently."
 )
 
-_GAUSS_X, _GAUSS_W = np.polynomial.legendre.leggauss(160)
-
 
 class ConversionRefused(ValueError):
     """The circuit has something the unit-for-unit LIF conversion cannot represent."""
@@ -133,7 +135,7 @@ class RateCircuit:
     n_inh: int
     dale: bool
     step_s: float  # rate-model time step, s
-    source_activation: str  # the trained activation ('sigmoid', or 'tanh' rewritten exactly as sigmoid)
+    source_activation: str  # the trained activation: 'sigmoid', 'tanh' (rewritten exactly as sigmoid) or 'lif'
     n_norm: int = 0  # normalization interneurons: the last n_norm units
     norm_scale: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (n_norm,) c_k of y_k = c_k (i_k - m_k)
     norm_midpoint: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (n_norm,) m_k, model-space activity
@@ -153,12 +155,19 @@ class RateCircuit:
         """The model's rates h (..., n_model) mapped into this sigmoid circuit (s = (1 + h)/2 after a tanh rewrite)."""
         return (1.0 + tanh_rates) / 2.0 if self.source_activation == "tanh" else tanh_rates
 
+    def phi(self, current: np.ndarray) -> np.ndarray:
+        """The circuit's rate function in float64: sigmoid, or for a ``lif`` circuit the twin's LIF curve (the same
+        interpolant the torch model uses)."""
+        if self.source_activation == "lif":
+            return lif_activation(torch.as_tensor(np.asarray(current, dtype=np.float64))).numpy()
+        return expit(current)
+
     def interneuron_rates(self, previous: np.ndarray, inputs: np.ndarray) -> np.ndarray:
-        """Rates (..., n_norm) of the instantaneous interneurons at a step whose model units start from sigmoid rates
+        """Rates (..., n_norm) of the instantaneous interneurons at a step whose model units start from rates
         ``previous`` (..., n_model) with input ``inputs`` (..., n_inputs); (..., 0) without interneurons."""
         n = self.n_model
         current = previous @ self.recurrent[n:, :n].T + inputs @ self.input[n:].T + self.bias[n:]
-        return expit(current)
+        return self.phi(current)
 
     def presynaptic(self, previous: np.ndarray, inputs: np.ndarray) -> np.ndarray:
         """[s_{t-1}; s_I,t] (..., n_units): what every unit's current at step t reads (W[I, I] = 0)."""
@@ -208,10 +217,28 @@ def check_convertible(spec, state_keys) -> None:
             f"network.activation is {net.activation!r}: the unit-for-unit LIF conversion needs a saturating rate "
             "function. A LIF neuron's rate saturates (at about 1/refractory) while relu/softplus rates grow without "
             "bound, and Kim, Li & Sejnowski (2019, Fig. 7) converted 0 of 100 relu and 55 of 100 softplus networks "
-            "this way. Retrain with network.activation: sigmoid (or tanh, which is rewritten exactly as sigmoid)."
+            "this way. Retrain with network.activation: sigmoid (or tanh, which is rewritten exactly as sigmoid, "
+            "or lif, the twin's own f-I curve)."
         )
-    if net.activation not in ("sigmoid", "tanh"):
+    if net.activation not in ("sigmoid", "tanh", "lif"):
         raise ConversionRefused(f"network.activation {net.activation!r} has no LIF counterpart here")
+    if net.activation == "lif":
+        neuron = spec.spiking
+        mismatched = [
+            f"spiking.{field} = {getattr(neuron, field)} (the activation's is {value})"
+            for field, value in (
+                ("membrane_noise_mV", LIF_CURVE.noise_mV),
+                ("tau_m_ms", LIF_CURVE.tau_m_ms),
+                ("threshold_gap_mV", LIF_CURVE.threshold_gap_mV),
+            )
+            if getattr(neuron, field) != value
+        ]
+        if mismatched:
+            raise ConversionRefused(
+                "network.activation is 'lif': the circuit was trained with the f-I curve of a fixed LIF neuron "
+                "(recircuit.circuit.lif_curve.LIF_CURVE), so its twin must use that neuron, but "
+                + "; ".join(mismatched)
+            )
     if net.normalization.kind == "divisive":
         raise ConversionRefused(DIVISIVE_REFUSAL)
     if net.noise.distribution != "gaussian":
@@ -268,6 +295,15 @@ def interneuron_activity(ix: np.ndarray, trajectories: RateTrajectories) -> np.n
     return previous @ ix[:, :n].T + inputs @ ix[:, n : n + n_inputs].T + ix[:, -1]
 
 
+def _phi_at_zero(activation: str) -> tuple[float, float]:
+    """(phi(0), phi'(0)) of the twin's rate function: (1/2, 1/4) for the sigmoid (and rewritten tanh); the LIF
+    curve's from its interpolant."""
+    if activation != "lif":
+        return 0.5, 0.25
+    value, slope = lif_activation.value_and_slope(torch.zeros(1, dtype=torch.float64))
+    return float(value[0]), float(slope[0])
+
+
 def rate_circuit_from_model(
     model,
     synaptic_tau: str = "rate_tau",
@@ -322,12 +358,14 @@ def rate_circuit_from_model(
             ix_h, ix_1, ei = 2.0 * ix_h, ix_1 - ix_h.sum(1), 2.0 * ei
         recurrent = np.zeros((n + k, n + k))
         recurrent[:n, :n] = w_rec
-        recurrent[:n_exc, n:] = -(4.0 / scale) * ei
+        # s_k = phi(y_k) ~ phi(0) + phi'(0) y_k (sigmoid: 1/2 + y/4), so i_k ~ m_k + (s_k - phi(0)) / (phi'(0) c_k)
+        level, slope = _phi_at_zero(spec.network.activation)
+        recurrent[:n_exc, n:] = -(1.0 / (slope * scale)) * ei
         recurrent[n:, :n] = scale[:, None] * ix_h
         w_rec = recurrent
         w_in = np.concatenate([w_in, scale[:, None] * ix_u])
         b = np.concatenate([b, scale * (ix_1 - midpoint)])
-        b[:n_exc] += ei @ (2.0 / scale - midpoint)
+        b[:n_exc] += ei @ (level / (slope * scale) - midpoint)
         w_out = np.concatenate([w_out, np.zeros((w_out.shape[0], k))], axis=1)
         tau_s = np.concatenate([tau_s, np.full(k, normalization_tau_s)])
         synaptic = np.concatenate([synaptic, np.full(k, normalization_tau_s)])
@@ -357,24 +395,6 @@ def rate_circuit_from_model(
 
 
 # ------------------------------------------------------------------------------------------------ f-I calibration
-def siegert_rate_hz(
-    drive_mV: np.ndarray, noise_mV: float, gap_mV: float, tau_m_s: float, refractory_s: float
-) -> np.ndarray:
-    """Stationary rate (Hz) of tau_m dv/dt = -v + mu + sigma sqrt(tau_m) xi, threshold ``gap_mV``, reset 0.
-
-    Diffusion approximation (Siegert 1951; Brunel 2000): 1/f = t_ref + tau_m sqrt(pi) int_{-mu/s}^{(gap-mu)/s}
-    erfcx(-u) du, with mu = ``drive_mV`` above rest and s = ``noise_mV`` > 0.
-    """
-    if noise_mV <= 0:
-        raise ValueError("the Siegert rate needs membrane noise > 0 mV")
-    mu = np.asarray(drive_mV, dtype=np.float64)
-    lower, upper = -mu / noise_mV, (gap_mV - mu) / noise_mV
-    mid, half = (upper + lower) / 2.0, (upper - lower) / 2.0
-    nodes = mid[..., None] + half[..., None] * _GAUSS_X
-    integral = (erfcx(-nodes) * _GAUSS_W).sum(-1) * half
-    return 1.0 / (refractory_s + tau_m_s * np.sqrt(np.pi) * integral)
-
-
 @dataclass(frozen=True)
 class LIFCalibration:
     """LIF input mapping fitted so that f(x) = sigmoid(x) / lambda over the operating range."""
@@ -387,6 +407,7 @@ class LIFCalibration:
     current_low: float  # operating range of the rate-model current, lower end
     current_high: float  # upper end
     rms_error_hz: float  # RMS of Siegert rate - target over the range, Hz
+    target: str = "sigmoid"  # the rate function fitted: sigmoid, or lif (the circuit's own curve: exact)
 
     @property
     def max_rate_hz(self) -> float:
@@ -398,8 +419,9 @@ class LIFCalibration:
         return self.rms_error_hz * self.lambda_s
 
     def target_rate_hz(self, current: np.ndarray) -> np.ndarray:
-        """sigmoid(x) / lambda, Hz."""
-        return expit(np.asarray(current, dtype=np.float64)) / self.lambda_s
+        """phi(x) / lambda, Hz: the sigmoid's, or for a lif circuit its LIF curve's."""
+        current = np.asarray(current, dtype=np.float64)
+        return (LIF_CURVE(current) if self.target == "lif" else expit(current)) / self.lambda_s
 
     def siegert_rate_hz(self, current: np.ndarray, gap_mV: float, tau_m_ms: float) -> np.ndarray:
         """The fitted LIF rate (diffusion approximation) at rate-model current x, Hz."""
@@ -478,4 +500,28 @@ def calibrate_lif(
         current_low=low,
         current_high=high,
         rms_error_hz=rms,
+    )
+
+
+def lif_curve_calibration(current_range: tuple[float, float], n_points: int = 161) -> LIFCalibration:
+    """The twin's neuron input of a circuit trained with the ``lif`` activation: no fit, the curve's own lambda, gain,
+    offset, refractory period and noise (`recircuit.circuit.lif_curve.LIF_CURVE`); the RMS error is that of the
+    torch interpolant against the exact curve over the operating range (rounding level)."""
+    low, high = map(float, current_range)
+    if not (np.isfinite(low) and np.isfinite(high) and high > low):
+        raise ValueError(f"operating range ({low}, {high}) must be finite with high > low")
+    current = np.linspace(low, high, n_points)
+    curve = LIF_CURVE
+    interpolated = lif_activation(torch.as_tensor(current)).numpy()
+    rms = float(np.sqrt(np.mean((interpolated - curve(current)) ** 2))) / curve.lambda_s
+    return LIFCalibration(
+        lambda_s=curve.lambda_s,
+        gain_mV=curve.gain_mV,
+        offset_mV=curve.offset_mV,
+        noise_mV=curve.noise_mV,
+        refractory_ms=curve.refractory_ms,
+        current_low=low,
+        current_high=high,
+        rms_error_hz=rms,
+        target="lif",
     )

@@ -168,8 +168,8 @@ def offline_states(run: xr.Dataset, name: str, out_dir: Path) -> list[Path]:
     if f"quiet_matched_decoded_{what}" in run:
         matched, kl = run[f"quiet_matched_decoded_{what}"], run["kl_offline_rate_matched"]
         sources += [
-            (matched.sel(rate_map="sigmoid"), "rate circuit, twin's noise", kl.sel(rate_map="sigmoid")),
-            (matched.sel(rate_map="lif"), "LIF f-I curve, twin's noise", kl.sel(rate_map="lif")),
+            (matched.sel(rate_map="own"), "rate circuit, twin's noise", kl.sel(rate_map="own")),
+            (matched.sel(rate_map="twin_fi"), "twin's f-I curve, twin's noise", kl.sel(rate_map="twin_fi")),
         ]
     fig = Figure(figsize=(4.0 * len(sources), 4.2))
     axes = fig.subplots(1, len(sources))
@@ -213,7 +213,7 @@ def agreement_summary(ds: xr.Dataset, out_dir: Path) -> list[Path]:
             kl_rate = run["kl_offline_rate"].values
             axes[2].plot(kl_rate, np.full(ratio.shape, i), "s", color=RATE_COLOUR, ms=4, mfc="none")
             if "kl_offline_rate_matched" in run:
-                lif = run["kl_offline_rate_matched"].sel(rate_map="lif").values
+                lif = run["kl_offline_rate_matched"].sel(rate_map="twin_fi").values
                 axes[2].plot(lif, np.full(ratio.shape, i), "^", color=SPIKE_COLOUR, ms=4, mfc="none")
     axes[0].axvline(1.0, color="grey", lw=0.8)
     axes[0].axvline(1.5, color="grey", lw=0.8, ls=":")
@@ -232,14 +232,14 @@ def agreement_summary(ds: xr.Dataset, out_dir: Path) -> list[Path]:
 
 
 def fi_curves(ds: xr.Dataset, out_dir: Path) -> list[Path]:
-    """Lone-neuron rate vs constant current: simulated, target sigmoid/lambda, fitted Siegert, per run."""
+    """Lone-neuron rate vs constant current: simulated, target phi/lambda, fitted Siegert, per run."""
     runs = list(_runs(ds))
     fig = Figure(figsize=(3.6 * len(runs), 3.2))
     axes = fig.subplots(1, len(runs), squeeze=False)[0]
     for ax, (name, run) in zip(axes, runs):
         current = run["fi_current"].values
         keep = np.isfinite(run["fi_rate_measured"].values)
-        ax.plot(current[keep], run["fi_rate_target"].values[keep], color=RATE_COLOUR, lw=1.2, label="sigmoid / lambda")
+        ax.plot(current[keep], run["fi_rate_target"].values[keep], color=RATE_COLOUR, lw=1.2, label="phi / lambda")
         ax.plot(current[keep], run["fi_rate_siegert"].values[keep], color="grey", lw=1.0, ls="--", label="Siegert fit")
         ax.plot(current[keep], run["fi_rate_measured"].values[keep], ".", color=SPIKE_COLOUR, ms=3, label="simulated")
         ax.set(xlabel="rate-model current x (1)", ylabel="firing rate (Hz)")

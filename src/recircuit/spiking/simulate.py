@@ -31,8 +31,8 @@ and separately over the normalization interneurons).
 
 The twin's own noise (`effective_noise`): the one-step innovation of lambda r on the task trials against the twin's
 rate map (its LIF f-I curve), in the units of network.noise.recurrent_sd. The rate circuit is run offline from the
-quiescent starts with that noise per unit (`matched_rate_quiescence`), once with its sigmoid and once with the LIF
-curve, on the same draws: the twin's noise level alone, and the twin's mean field with it.
+quiescent starts with that noise per unit (`matched_rate_quiescence`), once with its own rate function and once with the
+twin's fitted LIF curve, on the same draws: the twin's noise level alone, and the twin's mean field with it.
 
 Subtractive normalization (`convert.py`): the interneurons are n_I extra LIF neurons after the n model units
 (population 'I_norm'), set up from the search trials (computed once, for the interneurons' range and the lambda
@@ -58,7 +58,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import xarray as xr
-from scipy.special import expit
 
 from recircuit.circuit.io import load_model
 from recircuit.circuit.network import EICircuit, Noise
@@ -72,6 +71,7 @@ from recircuit.spiking.convert import (
     RateTrajectories,
     calibrate_lif,
     check_convertible,
+    lif_curve_calibration,
     rate_circuit_from_model,
 )
 from recircuit.spiking.effective_noise import effective_noise_sd
@@ -89,7 +89,7 @@ from recircuit.spiking.network import (
 
 SPIKING_FILE = "spiking.nc"
 RATE_NOISE = ("evaluation", "none")
-RATE_MAPS = ("sigmoid", "lif")  # rate maps of the quiescence with the twin's noise: the circuit's own, the twin's
+RATE_MAPS = ("own", "twin_fi")  # rate maps of the quiescence with the twin's noise: the circuit's own, the twin's
 ACTIVE_RATE_HZ = 1.0  # units above this mean task rate enter the median correlation
 SILENT_RATE_HZ = 0.1  # units below this mean rate count as silent
 COMPRESSION = {"zlib": True, "complevel": 4}
@@ -200,7 +200,7 @@ def simulate_rate_circuit(
     circuit: RateCircuit,
     inputs: np.ndarray,
     initial_rates: np.ndarray,
-    activation: Callable[[np.ndarray], np.ndarray] = expit,
+    activation: Callable[[np.ndarray], np.ndarray] | None = None,
     state_noise: np.ndarray | None = None,
     current_noise: np.ndarray | None = None,
 ) -> np.ndarray:
@@ -211,6 +211,7 @@ def simulate_rate_circuit(
     (trial, time, n_model), in sigmoid space, is added to the model units' new rates (state placement) and
     ``current_noise`` (same shape) to their currents (drive placement); None: noise-free."""
     n = circuit.n_model
+    activation = activation or circuit.phi
     alpha = circuit.step_s / circuit.tau_s[:n]
     recurrent, input_w, bias = circuit.recurrent[:n], circuit.input[:n], circuit.bias[:n]
     for name, noise in (("state_noise", state_noise), ("current_noise", current_noise)):
@@ -323,13 +324,13 @@ def matched_rate_quiescence(
     unit_noise_sd: np.ndarray,
     rng: np.random.Generator,
     rate_noise: tuple[float, np.ndarray | None] = (0.0, None),
-    activation: Callable[[np.ndarray], np.ndarray] = expit,
+    activation: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
     """Decoded states after the burn-in (trial, steps - burn_in, state_dims) of the rate circuit (no spikes) run
     offline with zero input from model-space h0 (trial, n_model) and state-placed Gaussian noise of SD
-    ``unit_noise_sd`` (n_model,) per sqrt(tau), model units (the twin's own noise, `effective_noise`): with its
-    sigmoid, what the twin's noise level alone predicts for the twin's quiescence; with ``activation`` = the twin's
-    LIF f-I curve, the twin's mean field with the twin's noise.
+    ``unit_noise_sd`` (n_model,) per sqrt(tau), model units (the twin's own noise, `effective_noise`): with its own
+    rate function (``activation`` None), what the twin's noise level alone predicts for the twin's quiescence; with
+    ``activation`` = the twin's fitted LIF f-I curve, the twin's mean field with the twin's noise.
 
     ``rate_noise`` = (SD per sqrt(tau), drive noise or None): the rate circuit's own offline noise that the twin's
     quiescence also carries (spiking.quiescent_noise = membrane+rate, `rate_noise_states`): under state placement
@@ -655,19 +656,26 @@ def lambda_search(
     currents = rate_currents(circuit, trials)
     low, high = np.percentile(currents, sp.calibration_percentiles)
     seeds = [run_seed(sp.seed, "search", k) for k in range(sp.n_search_trials)]
-    calibrations = [
-        calibrate_lif(
-            1.0 / max_rate, (low, high), sp.membrane_noise_mV, sp.threshold_gap_mV, sp.tau_m_ms, sp.min_refractory_ms
-        )
-        for max_rate in sp.max_rate_grid_hz
-    ]
+    if circuit.source_activation == "lif":  # the twin's neuron is the activation's: one exact point, no fit
+        calibrations = [lif_curve_calibration((low, high))]
+        log(f"  network.activation lif: lambda is the curve's (1/lambda = {calibrations[0].max_rate_hz:g} Hz), "
+            "spiking.max_rate_grid_hz is not searched")  # fmt: skip
+    else:
+        calibrations = [
+            calibrate_lif(
+                1.0 / max_rate, (low, high), sp.membrane_noise_mV, sp.threshold_gap_mV, sp.tau_m_ms,
+                sp.min_refractory_ms,
+            )  # fmt: skip
+            for max_rate in sp.max_rate_grid_hz
+        ]
     # every grid point's trials in one list, so that batches of copies fill up across grid points
     start = time.perf_counter()
     prepared = [task_runs(circuit, cal, trials.inputs, trials.initial_rates, seeds, constants) for cal in calibrations]
     outputs = run_many(net, [run for runs, _ in prepared for run in runs])
     wall = time.perf_counter() - start
     points = []
-    for g, (max_rate, cal) in enumerate(zip(sp.max_rate_grid_hz, calibrations)):
+    for g, cal in enumerate(calibrations):
+        max_rate = cal.max_rate_hz
         mine = outputs[g * len(seeds) : (g + 1) * len(seeds)]
         spk = task_results(mine, prepared[g][1], circuit, net.shape, constants, wall / len(calibrations))
         decoded = decode(model, spiking_readout(circuit, cal, spk.rates_hz))
@@ -833,7 +841,7 @@ def spike(
         rate_quiet = rate_quiescence(model, quiet_starts, quiet_steps)
         kl_rate, _ = offline_kl(model, rate_quiet, waking_decoded, arena)
         placement_drive = spec.network.noise.placement == "drive" and noise_drive is not None
-        maps = {"sigmoid": expit, "lif": lif}
+        maps = {"own": circuit.phi, "twin_fi": lif}
         matched_quiet = np.stack(
             [
                 matched_rate_quiescence(
@@ -1112,7 +1120,9 @@ def _dataset(
             xr.DataArray(fi_rate, dims="fi_point"), "simulated rate of a lone neuron at constant current", "Hz"
         ),
         "fi_rate_target": label(
-            xr.DataArray(cal.target_rate_hz(fi_current), dims="fi_point"), "target sigmoid(x) / lambda", "Hz"
+            xr.DataArray(cal.target_rate_hz(fi_current), dims="fi_point"),
+            "target phi(x) / lambda (phi: the circuit's rate function)",
+            "Hz",
         ),
         "fi_rate_siegert": label(
             xr.DataArray(
@@ -1209,20 +1219,23 @@ def _dataset(
         data.update(
             _state_vars(
                 kind, "quiet_matched_decoded", matched_quiet, ("rate_map", "quiet_trial", "quiet_time_after_burn_in"),
-                "offline decoded from the rate circuit (sigmoid, or the twin's LIF f-I curve) run with the twin's "
+                "offline decoded from the rate circuit (its own rate function, or the twin's fitted LIF f-I curve) "
+                "run with the twin's "
                 "own noise (twin_noise_sd per unit; same starts and draws)",
             )
         )  # fmt: skip
         data["kl_offline_rate_matched"] = label(
             xr.DataArray(kl_matched, dims="rate_map"),
             "KL(rate quiescent with the twin's noise || rate waking): the rate circuit, no spikes, run offline from "
-            "the same starts with state noise of twin_noise_sd per unit; rate_map sigmoid: what the twin's noise "
-            "level alone predicts; lif: the twin's mean field (its f-I curve) with that noise",
+            "the same starts with state noise of twin_noise_sd per unit; rate_map own: with its own rate function, "
+            "what the twin's noise level alone predicts; twin_fi: the twin's mean field (its fitted f-I curve) with "
+            "that noise",
             "nat",
         )
         coords["rate_map"] = label(
             xr.DataArray(list(RATE_MAPS), dims="rate_map"),
-            "rate map of the quiescence with the twin's noise: the circuit's sigmoid or the twin's LIF f-I curve",
+            "rate map of the quiescence with the twin's noise: the circuit's own rate function or the twin's "
+            "fitted LIF f-I curve",
             "1",
         )
         data["kl_offline"] = scalar(kl, "KL(spiking quiescent || rate waking) of decoded states after burn-in", "nat")

@@ -1,0 +1,138 @@
+"""The ``lif`` activation: the rate of the spiking twin's LIF neuron as the rate model's nonlinearity ("soft-LIF").
+
+phi(x) = lambda f(gain x + offset), with f the stationary rate (Hz) of a leaky integrate-and-fire neuron with white
+membrane noise in the diffusion approximation (Siegert 1951; Brunel 2000):
+
+    1/f = t_ref + tau_m sqrt(pi) int_{-mu/s}^{(gap - mu)/s} erfcx(-u) du,    mu = gain x + offset (mV above rest).
+
+A circuit trained with it has the twin's f-I curve as its own, so the rate circuit is the twin's mean field and the
+conversion needs no fit (shared/research/spiking_export.md §1.3). The neuron and the drive are fixed (`LIF_CURVE`):
+the twin's default neuron (membrane noise 10 mV, tau_m 10 ms, threshold 15 mV above reset), a saturated rate
+1/lambda = 200 Hz, and gain, offset and refractory period fitted once to sigmoid(x) over x in [-6, 6] (relative RMS
+error 4 %; `tests/test_lif_curve.py` refits them), so that the activation is a drop-in for the sigmoid: about 0 below
+x = -4, 0.55 at x = 0, 1.03 at x = 5, rising slowly to lambda / t_ref = 1.46.
+
+In torch the curve is a cubic Hermite interpolant of tabulated values and slopes (float64 Siegert, `TABLE_POINTS`
+nodes on [X_LOW, X_HIGH]), stored as each cell's cubic coefficients (one gather per element): exact first derivative
+of the interpolant for autograd and the fused scan alike, and a second derivative for the curvature analysis.
+Beyond the table it is held at its end values (slope 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.special import erfcx
+
+_GAUSS_X, _GAUSS_W = np.polynomial.legendre.leggauss(160)
+
+
+def siegert_rate_hz(
+    drive_mV: np.ndarray, noise_mV: float, gap_mV: float, tau_m_s: float, refractory_s: float
+) -> np.ndarray:
+    """Stationary rate (Hz) of tau_m dv/dt = -v + mu + sigma sqrt(tau_m) xi, threshold ``gap_mV``, reset 0.
+
+    Diffusion approximation (Siegert 1951; Brunel 2000): 1/f = t_ref + tau_m sqrt(pi) int_{-mu/s}^{(gap-mu)/s}
+    erfcx(-u) du, with mu = ``drive_mV`` above rest and s = ``noise_mV`` > 0.
+    """
+    if noise_mV <= 0:
+        raise ValueError("the Siegert rate needs membrane noise > 0 mV")
+    mu = np.asarray(drive_mV, dtype=np.float64)
+    lower, upper = -mu / noise_mV, (gap_mV - mu) / noise_mV
+    mid, half = (upper + lower) / 2.0, (upper - lower) / 2.0
+    nodes = mid[..., None] + half[..., None] * _GAUSS_X
+    integral = (erfcx(-nodes) * _GAUSS_W).sum(-1) * half
+    return 1.0 / (refractory_s + tau_m_s * np.sqrt(np.pi) * integral)
+
+
+@dataclass(frozen=True)
+class LIFCurve:
+    """A LIF neuron and its drive: phi(x) = lambda_s * siegert_rate_hz(gain_mV x + offset_mV, ...)."""
+
+    max_rate_hz: float  # 1/lambda
+    gain_mV: float
+    offset_mV: float
+    refractory_ms: float
+    noise_mV: float
+    tau_m_ms: float
+    threshold_gap_mV: float
+
+    @property
+    def lambda_s(self) -> float:
+        return 1.0 / self.max_rate_hz
+
+    def __call__(self, current: np.ndarray) -> np.ndarray:
+        """phi(x) in float64 (exact Siegert, no table)."""
+        drive = self.gain_mV * np.asarray(current, dtype=np.float64) + self.offset_mV
+        tau_m_s, refractory_s = self.tau_m_ms / 1e3, self.refractory_ms / 1e3
+        return self.lambda_s * siegert_rate_hz(drive, self.noise_mV, self.threshold_gap_mV, tau_m_s, refractory_s)
+
+
+LIF_CURVE = LIFCurve(
+    max_rate_hz=200.0,
+    gain_mV=15.6969,
+    offset_mV=32.5088,
+    refractory_ms=3.4272,
+    noise_mV=10.0,
+    tau_m_ms=10.0,
+    threshold_gap_mV=15.0,
+)
+X_LOW, X_HIGH, TABLE_POINTS = -20.0, 40.0, 6001
+_SLOPE_STEP = 1e-5
+
+
+class TabulatedCurve:
+    """phi as a cubic Hermite interpolant of ``curve`` on a uniform grid (torch, any device, float32 or float64)."""
+
+    def __init__(self, curve: LIFCurve, low: float = X_LOW, high: float = X_HIGH, points: int = TABLE_POINTS):
+        grid = np.linspace(low, high, points)
+        self.low, self.step, self.points = low, (high - low) / (points - 1), points
+        self._values = curve(grid)
+        self._slopes = (curve(grid + _SLOPE_STEP) - curve(grid - _SLOPE_STEP)) / (2 * _SLOPE_STEP)
+        self._tables: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+    def _table(self, like: torch.Tensor) -> torch.Tensor:
+        """Per cell, the cubic's coefficients (a, b, c, d) of y(w) = a + b w + c w^2 + d w^3 on the device and dtype
+        of ``like``, (4, points) (the last column holds the end value): computed in float64, so that the small
+        increments keep their digits in float32."""
+        key = (like.device, like.dtype)
+        if key not in self._tables:
+            y0, m = self._values, self._slopes * self.step  # slopes per unit of w
+            dy, m0, m1 = np.diff(y0), m[:-1], m[1:]
+            cells = np.stack([y0[:-1], m0, 3 * dy - 2 * m0 - m1, m0 + m1 - 2 * dy], axis=1)
+            coefficients = np.ascontiguousarray(np.concatenate([cells, [[y0[-1], 0.0, 0.0, 0.0]]]).T)  # contiguous rows
+            self._tables[key] = torch.as_tensor(coefficients, dtype=like.dtype, device=like.device)
+        return self._tables[key]
+
+    def _cell(self, current: torch.Tensor):
+        """Position w within the cell and the cell's coefficients; beyond the table w sits at its ends (x = X_LOW,
+        where the curve and its slope are 0 in float64, or the last node, whose cubic is the constant end value), so
+        the interpolant's derivative there is 0 without a mask."""
+        position = torch.add(current, -self.low).mul_(1.0 / self.step).clamp_(0.0, self.points - 1.0)
+        index = position.detach().floor()
+        w = position - index
+        rows = self._table(current).index_select(1, index.view(-1).long())
+        return (w, *rows.view(4, *current.shape).unbind(0))
+
+    @staticmethod
+    def _cubic(w, a, b, c, d) -> torch.Tensor:
+        """a + w (b + w (c + w d)) (Horner)."""
+        return torch.addcmul(a, torch.addcmul(b, torch.addcmul(c, d, w), w), w)
+
+    def __call__(self, current: torch.Tensor) -> torch.Tensor:
+        """phi(x), differentiable (twice) through the interpolant; held at the ends beyond the table."""
+        return self._cubic(*self._cell(current))
+
+    def value_and_slope(self, current: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(phi(x), phi'(x)) without autograd: the interpolant (the same operations as calling it) and its exact
+        derivative (0 beyond the table)."""
+        with torch.no_grad():
+            w, a, b, c, d = self._cell(current)
+            value = self._cubic(w, a, b, c, d)
+            slope = torch.addcmul(b, torch.addcmul(c.mul(2), d, w, value=3), w).div_(self.step)  # b + w (2c + 3dw)
+        return value, slope
+
+
+lif_activation = TabulatedCurve(LIF_CURVE)

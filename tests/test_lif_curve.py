@@ -1,0 +1,162 @@
+"""The ``lif`` activation (`recircuit.circuit.lif_curve`): its constants are the LIF neuron's fit to the sigmoid, the
+torch interpolant is the exact Siegert curve with exact first and second derivatives, and a circuit trained with it
+converts to a twin whose neuron is its own activation (no fit), refusing a twin with another neuron."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_spiking import normalized_circuit
+
+from recircuit.circuit import ACTIVATIONS, Noise, build_circuit
+from recircuit.circuit.lif_curve import LIF_CURVE, X_HIGH, X_LOW, lif_activation, siegert_rate_hz
+from recircuit.spiking.convert import ConversionRefused, calibrate_lif, lif_curve_calibration, rate_circuit_from_model
+from recircuit.spiking.simulate import simulate_rate_circuit
+
+
+def test_constants_are_the_lif_neurons_fit_to_the_sigmoid():
+    """LIF_CURVE's gain, offset and refractory period are calibrate_lif's fit of sigmoid(x) on [-6, 6] at 200 Hz."""
+    fit = calibrate_lif(1 / LIF_CURVE.max_rate_hz, (-6.0, 6.0), LIF_CURVE.noise_mV, LIF_CURVE.threshold_gap_mV,
+                        LIF_CURVE.tau_m_ms, 1.0)  # fmt: skip
+    assert fit.gain_mV == pytest.approx(LIF_CURVE.gain_mV, rel=1e-3)
+    assert fit.offset_mV == pytest.approx(LIF_CURVE.offset_mV, rel=1e-3)
+    assert fit.refractory_ms == pytest.approx(LIF_CURVE.refractory_ms, rel=1e-3)
+    assert fit.relative_rms_error < 0.05  # sigmoid-like to 4 % of the maximum rate
+    # phi = lambda f: zero far below, 1/2-ish at 0, saturating at lambda / t_ref
+    assert LIF_CURVE(np.array([-10.0]))[0] < 1e-6 and 0.4 < LIF_CURVE(np.array([0.0]))[0] < 0.7
+    ceiling = LIF_CURVE.lambda_s / (LIF_CURVE.refractory_ms / 1e3)
+    assert LIF_CURVE(np.array([1e4]))[0] == pytest.approx(ceiling, rel=1e-3)
+
+
+def test_interpolant_is_the_siegert_curve_with_its_derivatives():
+    x = torch.linspace(X_LOW - 5, X_HIGH + 5, 20_001, dtype=torch.float64, requires_grad=True)
+    phi = lif_activation(x)
+    inside = (x.detach() >= X_LOW) & (x.detach() <= X_HIGH)
+    exact = LIF_CURVE(x.detach().clamp(X_LOW, X_HIGH).numpy())
+    np.testing.assert_allclose(phi.detach().numpy(), exact, atol=1e-9)
+    drive = LIF_CURVE.gain_mV * 1.5 + LIF_CURVE.offset_mV
+    direct = LIF_CURVE.lambda_s * siegert_rate_hz(np.array([drive]), LIF_CURVE.noise_mV, LIF_CURVE.threshold_gap_mV,
+                                                  LIF_CURVE.tau_m_ms / 1e3, LIF_CURVE.refractory_ms / 1e3)  # fmt: skip
+    assert lif_activation(torch.tensor([1.5], dtype=torch.float64))[0].item() == pytest.approx(direct[0], abs=1e-9)
+    (slope,) = torch.autograd.grad(phi.sum(), x, create_graph=True)
+    value, analytic = lif_activation.value_and_slope(x.detach())
+    assert torch.equal(value, phi.detach())  # the fused scan's forward is the autograd forward
+    np.testing.assert_allclose(analytic.numpy(), slope.detach().numpy(), atol=1e-12)
+    step, points = 1e-6, x.detach().numpy()
+    numeric = (LIF_CURVE(points + step) - LIF_CURVE(points - step)) / (2 * step)
+    np.testing.assert_allclose(slope.detach().numpy()[inside], numeric[inside], atol=1e-6)
+    assert (slope.detach()[~inside] == 0).all()  # held beyond the table
+    (curvature,) = torch.autograd.grad(slope.sum(), x)  # second derivative (the curvature analysis's HVPs)
+    probe = (x.detach() > -3) & (x.detach() < 3)
+    numeric2 = np.gradient(slope.detach().numpy(), x.detach().numpy())
+    np.testing.assert_allclose(curvature.numpy()[probe.numpy()], numeric2[probe.numpy()], atol=2e-3)
+    # float32 keeps the curve to float32 rounding
+    x32 = torch.linspace(-8, 12, 1001)
+    np.testing.assert_allclose(lif_activation(x32).numpy(), LIF_CURVE(x32.double().numpy()), atol=2e-6)
+    assert ACTIVATIONS["lif"] is lif_activation
+
+
+def test_a_lif_circuit_converts_without_a_fit(make_spec):
+    """The rate equivalent of a lif circuit reproduces the torch model; its twin's neuron is the curve's own (exact
+    calibration); another neuron in the spiking section is refused by name."""
+    model, task = build_circuit(make_spec("head_direction", {"network.activation": "lif"}))
+    with torch.no_grad():
+        model.bias.normal_(0, 1.0, generator=torch.Generator().manual_seed(3))
+    circuit = rate_circuit_from_model(model)
+    assert circuit.source_activation == "lif"
+    trials = task.sample(3, 12, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        outputs, rates = model(trials.inputs, trials.initial_code, Noise(None, None))
+        h0 = model.initial_rates(trials.initial_code)
+    s = simulate_rate_circuit(circuit, trials.inputs.double().numpy(), h0.double().numpy())
+    np.testing.assert_allclose(s, rates.double().numpy(), atol=2e-5)
+    np.testing.assert_allclose(s @ circuit.output.T + circuit.output_bias, outputs.double().numpy(), atol=2e-4)
+    cal = lif_curve_calibration((-3.0, 4.0))
+    assert cal.target == "lif" and cal.relative_rms_error < 1e-8
+    x = np.linspace(-3.0, 4.0, 50)
+    np.testing.assert_allclose(
+        cal.siegert_rate_hz(x, LIF_CURVE.threshold_gap_mV, LIF_CURVE.tau_m_ms), cal.target_rate_hz(x), rtol=1e-12
+    )
+    other = make_spec("head_direction", {"network.activation": "lif", "spiking.membrane_noise_mV": 5.0})
+    with pytest.raises(ConversionRefused, match=r"spiking.membrane_noise_mV = 5.0 \(the activation's is 10.0\)"):
+        rate_circuit_from_model(build_circuit(other)[0])
+
+
+def test_lif_interneurons_linearise_around_the_curves_midpoint(make_spec):
+    """Subtractive normalization on a lif circuit: the interneurons use phi(0) + phi'(0) y; the rate equivalent
+    approaches the model as the current range Y shrinks (the curve is not odd about 0, so the error is ~Y^2 in
+    absolute terms, ~Y relative)."""
+    model, trajectories, _ = normalized_circuit(make_spec, overrides={"network.activation": "lif"})
+    errors = {}
+    for y_range in (1.0, 0.25, 0.05):
+        circuit = rate_circuit_from_model(model, trajectories=trajectories, normalization_current=y_range)
+        s = simulate_rate_circuit(circuit, trajectories.inputs, trajectories.initial_rates)
+        errors[y_range] = np.abs(s[..., : circuit.n_model] - trajectories.rates).max()
+    assert errors[0.25] < errors[1.0] / 3, errors
+    assert errors[0.05] < errors[0.25] / 3, errors
+    assert errors[1.0] > 1e-4, errors
+
+
+def test_spike_command_on_a_lif_circuit_uses_its_curve(tmp_path, tiny_set_args):
+    """A tiny trained lif circuit: the twin's lambda is the curve's (one search point, no fit), the f-I curve alone
+    reproduces the rate circuit (fi_only_error_ratio 1), and the twin runs (numpy target)."""
+    import xarray as xr
+    from conftest import CIRCUITS_DIR
+
+    from recircuit.cli import main
+
+    run = tmp_path / "run"
+    spec_file = str(CIRCUITS_DIR / "head_direction.yaml")
+    train = tiny_set_args("head_direction", {"network.activation": "lif", "training.steps": 10})
+    assert main(["train", spec_file, "--out", str(run), "--set", *train]) == 0
+    settings = [
+        "spiking.target=numpy",
+        "spiking.copies=2",
+        "spiking.dt_ms=0.5",
+        "spiking.n_trials=2",
+        "spiking.n_search_trials=1",
+        "spiking.n_quiescent_trials=1",
+        "spiking.quiescent_steps=20",
+        "spiking.fi_check_s=0.2",
+        "reactivation.burn_in_steps=5",
+        "reactivation.kl_samples=100",
+    ]
+    assert main(["spike", str(run), "--set", *settings]) == 0
+    one = xr.open_dataset(run / "spiking.nc", engine="h5netcdf").load().isel(circuit=0, variant=0, seed=0)
+    assert one["search_max_rate"].values.tolist() == [LIF_CURVE.max_rate_hz]
+    assert float(one["input_gain"]) == LIF_CURVE.gain_mV and float(one["refractory_period"]) == LIF_CURVE.refractory_ms
+    assert float(one["calibration_rms"]) < 1e-8
+    assert float(one["fi_only_error_ratio"]) == pytest.approx(1.0, abs=0.01)
+    np.testing.assert_allclose(one["fi_rate_siegert"].values, one["fi_rate_target"].values, rtol=1e-9)
+    assert np.isfinite(one["error_ratio"].values).all() and np.isfinite(float(one["kl_offline"]))
+
+
+def test_curvature_of_a_lif_circuit_forward_and_reverse_agree():
+    """The curvature analysis's Hessian-vector products run through the interpolant under torch.func in both modes
+    and agree (the interpolant has a second derivative); the Hessian is symmetric."""
+    from recircuit.analysis.curvature import exact_loss_operator
+    from recircuit.spec import CircuitSpec
+
+    spec = CircuitSpec.model_validate(
+        {
+            "task": {"kind": "path_integration", "sequence_steps": 6, "place_cells": {"n_cells": 5, "width_m": 0.5}},
+            "network": {"n_exc": 6, "n_inh": 2, "activation": "lif", "tau_ms": 60.0, "noise": {"recurrent_sd": 0.05}},
+            "training": {"device": "cpu"},
+        }
+    )
+    model, task = build_circuit(spec)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        model.output_raw.mul_(20.0)
+        model.bias.copy_(torch.randn(model.n_units, generator=g) - 0.5)
+    trials, noise = task.sample(4, 6, g), model.draw_noise(4, 6, g)
+    operators = {
+        mode: exact_loss_operator(model, trials, noise, "cross_entropy", ("recurrent_raw",), mode)
+        for mode in ("forward_over_reverse", "reverse_over_reverse")
+    }
+    u, v = (torch.randn(operators["forward_over_reverse"].size, generator=g, dtype=torch.float64) for _ in range(2))
+    forward, reverse = (op.hvp(v) for op in operators.values())
+    assert torch.linalg.vector_norm(forward - reverse) / torch.linalg.vector_norm(reverse) < 1e-8
+    op = operators["reverse_over_reverse"]
+    assert abs(float(u @ op.hvp(v)) - float(v @ op.hvp(u))) < 1e-8 * abs(float(u @ op.hvp(v)))
