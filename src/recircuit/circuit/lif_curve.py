@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.special import erfcx
 
 _GAUSS_X, _GAUSS_W = np.polynomial.legendre.leggauss(160)
 
@@ -37,6 +36,8 @@ def siegert_rate_hz(
     Diffusion approximation (Siegert 1951; Brunel 2000): 1/f = t_ref + tau_m sqrt(pi) int_{-mu/s}^{(gap-mu)/s}
     erfcx(-u) du, with mu = ``drive_mV`` above rest and s = ``noise_mV`` > 0.
     """
+    from scipy.special import erfcx  # here: scipy.special takes 0.15 s to import
+
     if noise_mV <= 0:
         raise ValueError("the Siegert rate needs membrane noise > 0 mV")
     mu = np.asarray(drive_mV, dtype=np.float64)
@@ -90,13 +91,20 @@ class TabulatedCurve:
     """phi as a cubic Hermite interpolant of ``curve`` on a uniform grid (torch, any device, float32 or float64)."""
 
     def __init__(self, curve: LIFCurve, low: float = X_LOW, high: float = X_HIGH, points: int = TABLE_POINTS):
-        grid = np.linspace(low, high, points)
-        self.low, self.step, self.points = low, (high - low) / (points - 1), points
-        values = curve(grid)
-        slopes = (curve(grid + _SLOPE_STEP) - curve(grid - _SLOPE_STEP)) / (2 * _SLOPE_STEP)
-        silent = values < SILENT_FLOOR  # below about 2e-10 Hz: exactly silent, so no subnormal floats downstream
-        self._values, self._slopes = np.where(silent, 0.0, values), np.where(silent, 0.0, slopes)
+        self.curve = curve
+        self.low, self.high, self.step, self.points = low, high, (high - low) / (points - 1), points
+        self._nodes: tuple[np.ndarray, np.ndarray] | None = None  # built on first use (keeps imports fast)
         self._tables: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+    def nodes(self) -> tuple[np.ndarray, np.ndarray]:
+        """(phi, phi') at the table's nodes, float64 (0 where phi < SILENT_FLOOR)."""
+        if self._nodes is None:
+            grid, curve = np.linspace(self.low, self.high, self.points), self.curve
+            values = curve(grid)
+            slopes = (curve(grid + _SLOPE_STEP) - curve(grid - _SLOPE_STEP)) / (2 * _SLOPE_STEP)
+            silent = values < SILENT_FLOOR  # below about 2e-10 Hz: exactly silent, so no subnormal floats downstream
+            self._nodes = (np.where(silent, 0.0, values), np.where(silent, 0.0, slopes))
+        return self._nodes
 
     def _table(self, like: torch.Tensor) -> torch.Tensor:
         """Per cell, the cubic's coefficients (a, b, c, d) of y(w) = a + b w + c w^2 + d w^3 on the device and dtype
@@ -104,7 +112,8 @@ class TabulatedCurve:
         increments keep their digits in float32."""
         key = (like.device, like.dtype)
         if key not in self._tables:
-            y0, m = self._values, self._slopes * self.step  # slopes per unit of w
+            y0, slopes = self.nodes()
+            m = slopes * self.step  # slopes per unit of w
             dy, m0, m1 = np.diff(y0), m[:-1], m[1:]
             cells = np.stack([y0[:-1], m0, 3 * dy - 2 * m0 - m1, m0 + m1 - 2 * dy], axis=1)
             coefficients = np.ascontiguousarray(np.concatenate([cells, [[y0[-1], 0.0, 0.0, 0.0]]]).T)  # contiguous rows
