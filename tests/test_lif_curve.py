@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_spiking import normalized_circuit
+from test_spiking import normalized_circuit, rate_equivalent_run
 
-from recircuit.circuit import ACTIVATIONS, Noise, build_circuit
+from recircuit.circuit import ACTIVATIONS, build_circuit
 from recircuit.circuit.lif_curve import LIF_CURVE, X_HIGH, X_LOW, lif_activation, siegert_rate_hz
 from recircuit.spiking.convert import ConversionRefused, calibrate_lif, lif_curve_calibration, rate_circuit_from_model
 from recircuit.spiking.simulate import simulate_rate_circuit
@@ -65,13 +65,9 @@ def test_a_lif_circuit_converts_without_a_fit(make_spec):
         model.bias.normal_(0, 1.0, generator=torch.Generator().manual_seed(3))
     circuit = rate_circuit_from_model(model)
     assert circuit.source_activation == "lif"
-    trials = task.sample(3, 12, torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        outputs, rates = model(trials.inputs, trials.initial_code, Noise(None, None))
-        h0 = model.initial_rates(trials.initial_code)
-    s = simulate_rate_circuit(circuit, trials.inputs.double().numpy(), h0.double().numpy())
-    np.testing.assert_allclose(s, rates.double().numpy(), atol=2e-5)
-    np.testing.assert_allclose(s @ circuit.output.T + circuit.output_bias, outputs.double().numpy(), atol=2e-4)
+    s, rates, outputs = rate_equivalent_run(model, task, circuit)
+    np.testing.assert_allclose(s, rates, atol=2e-5)
+    np.testing.assert_allclose(s @ circuit.output.T + circuit.output_bias, outputs, atol=2e-4)
     cal = lif_curve_calibration((-3.0, 4.0))
     assert cal.target == "lif" and cal.relative_rms_error < 1e-8
     x = np.linspace(-3.0, 4.0, 50)

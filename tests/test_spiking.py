@@ -235,19 +235,25 @@ def test_normalized_twin_weights_read_back_and_noise_spares_interneurons_numpy_t
     assert drive[..., :n].any() and not drive[..., n:].any() and not state.any()
 
 
+def rate_equivalent_run(model, task, circuit):
+    """(rates of the rate equivalent, the model's rates, the model's outputs) on 3 noise-free trials of 12 steps."""
+    trials = task.sample(3, 12, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        outputs, rates = model(trials.inputs, trials.initial_code, Noise(None, None))
+        h0 = model.initial_rates(trials.initial_code)
+    s = simulate_rate_circuit(circuit, trials.inputs.double().numpy(), h0.double().numpy())
+    return s, rates.double().numpy(), outputs.double().numpy()
+
+
 def test_tanh_circuit_is_rewritten_exactly_as_sigmoid(make_spec):
     model, task = build_circuit(make_spec("head_direction", {"network.activation": "tanh"}))
     with torch.no_grad():
         model.bias.normal_(0, 0.5, generator=torch.Generator().manual_seed(3))
     circuit = rate_circuit_from_model(model)
     assert circuit.source_activation == "tanh"
-    trials = task.sample(3, 12, torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        outputs, rates = model(trials.inputs, trials.initial_code, Noise(None, None))
-        h0 = model.initial_rates(trials.initial_code)
-    s = simulate_rate_circuit(circuit, trials.inputs.double().numpy(), h0.double().numpy())
-    np.testing.assert_allclose(s, (1 + rates.double().numpy()) / 2, atol=2e-5)
-    np.testing.assert_allclose(s @ circuit.output.T + circuit.output_bias, outputs.double().numpy(), atol=2e-4)
+    s, rates, outputs = rate_equivalent_run(model, task, circuit)
+    np.testing.assert_allclose(s, (1 + rates) / 2, atol=2e-5)
+    np.testing.assert_allclose(s @ circuit.output.T + circuit.output_bias, outputs, atol=2e-4)
     exc, inh = circuit.recurrent[:, : circuit.n_exc], circuit.recurrent[:, circuit.n_exc :]
     assert (exc >= 0).all() and (inh <= 0).all()
 
