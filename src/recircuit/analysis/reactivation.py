@@ -100,7 +100,7 @@ class CircularKde:
         angles = angles[np.isfinite(angles)]
         if len(angles) == 0:
             raise ValueError("cannot fit a density to an empty (or all-NaN) sample")
-        self.mean = math.atan2(np.sin(angles).mean(), np.cos(angles).mean())
+        self.mean = float(circular_mean(angles))
         centred = wrap(angles - self.mean)[:, None]
         self.kde = gaussian_kde(_prepare(centred, rng, max_points, floor_sd).T)
 
@@ -207,6 +207,12 @@ def resultant_length(angles: np.ndarray, axis=None) -> np.ndarray:
     return np.hypot(np.cos(a).mean(axis=axis), np.sin(a).mean(axis=axis))
 
 
+def circular_mean(angles: np.ndarray, axis=None) -> np.ndarray:
+    """Circular mean direction along ``axis``, rad: the angle of the mean of exp(i theta)."""
+    a = np.asarray(angles, dtype=np.float64)
+    return np.arctan2(np.sin(a).mean(axis=axis), np.cos(a).mean(axis=axis))
+
+
 def mean_resultant_length(angles: np.ndarray) -> float:
     """Mean resultant length of all angles pooled (near 0 for headings uniform on the ring)."""
     return float(resultant_length(np.asarray(angles).reshape(-1)))
@@ -236,8 +242,7 @@ def rayleigh_p(angles: np.ndarray) -> float:
 
 def trial_mean_headings(headings: np.ndarray) -> np.ndarray:
     """Circular mean of each trial's headings (trials, time), rad: one independent angle per trial."""
-    a = np.asarray(headings, dtype=np.float64)
-    return np.arctan2(np.sin(a).mean(axis=1), np.cos(a).mean(axis=1))
+    return circular_mean(headings, axis=1)
 
 
 def mean_step_size(trajectories: np.ndarray, circular: bool = False) -> float:
