@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recircuit.circuit.lif_curve import lif_activation
 from recircuit.circuit.noise import standard_normal, standard_uniform
 from recircuit.circuit.normalization import InhibitoryNormalization
-from recircuit.circuit.lif_curve import lif_activation
 from recircuit.circuit.scan import fused_scan_available, rate_scan
 from recircuit.spec import CircuitSpec
 
