@@ -83,22 +83,19 @@ def test_matched_quiescence_is_the_rate_circuit_with_that_noise(make_spec):
         rates = simulate_rate_circuit(circuit, zeros, h0, state_noise=state_noise)
         return decode(model, rates[:, 5:] @ circuit.output.T + circuit.output_bias)
 
-    quiet = matched_rate_quiescence(model, circuit, h0, steps, np.zeros(n), np.random.default_rng(0))
+    unit_draws = np.random.default_rng(0).standard_normal((3, steps, n))
+    quiet = matched_rate_quiescence(model, circuit, h0, steps, np.zeros(n), unit_draws)
     assert quiet.shape == (3, steps - 5, 1)
     np.testing.assert_array_equal(quiet, rate_decoded())
     sd = np.full(n, 0.3)
-    noisy = matched_rate_quiescence(model, circuit, h0, steps, sd, np.random.default_rng(0))
-    draws = np.random.default_rng(0).standard_normal((3, steps, n)) * 0.3 * np.sqrt(spec.alpha)
+    noisy = matched_rate_quiescence(model, circuit, h0, steps, sd, unit_draws)
+    draws = unit_draws * 0.3 * np.sqrt(spec.alpha)
     np.testing.assert_allclose(noisy, rate_decoded(draws), atol=1e-12)
-    split = matched_rate_quiescence(
-        model, circuit, h0, steps, np.full(n, 0.3 * 0.6), np.random.default_rng(0), (0.3 * 0.8, None)
-    )
+    split = matched_rate_quiescence(model, circuit, h0, steps, np.full(n, 0.3 * 0.6), unit_draws, (0.3 * 0.8, None))
     np.testing.assert_allclose(split, noisy, atol=1e-9)
     assert not np.allclose(noisy, quiet)
     # the LIF map instead of the sigmoid changes the run; the same draws otherwise
-    halved = matched_rate_quiescence(
-        model, circuit, h0, steps, sd, np.random.default_rng(0), activation=lambda x: expit(x / 2)
-    )
+    halved = matched_rate_quiescence(model, circuit, h0, steps, sd, unit_draws, activation=lambda x: expit(x / 2))
     assert not np.allclose(halved, noisy)
 
 

@@ -155,6 +155,11 @@ class RateCircuit:
         """The model's rates h (..., n_model) mapped into this sigmoid circuit (s = (1 + h)/2 after a tanh rewrite)."""
         return (1.0 + tanh_rates) / 2.0 if self.source_activation == "tanh" else tanh_rates
 
+    @property
+    def state_scale(self) -> float:
+        """Sigmoid-space rate per unit of the model's own rate: 1/2 after a tanh rewrite (s = (1 + h)/2), else 1."""
+        return 0.5 if self.source_activation == "tanh" else 1.0
+
     def phi(self, current: np.ndarray) -> np.ndarray:
         """The circuit's rate function in float64: sigmoid, or for a ``lif`` circuit the twin's LIF curve (the same
         interpolant the torch model uses)."""

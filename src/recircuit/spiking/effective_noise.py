@@ -57,5 +57,4 @@ def effective_noise_sd(
     the same one-step variability."""
     innovations = step_innovations(circuit, activation, rates, inputs)
     alpha = circuit.step_s / circuit.tau_s[: circuit.n_model]
-    to_model = 2.0 if circuit.source_activation == "tanh" else 1.0
-    return to_model * innovations.reshape(-1, innovations.shape[-1]).std(0) / np.sqrt(alpha)
+    return innovations.reshape(-1, innovations.shape[-1]).std(0) / (circuit.state_scale * np.sqrt(alpha))

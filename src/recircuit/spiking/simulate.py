@@ -60,6 +60,7 @@ import torch
 import xarray as xr
 
 from recircuit.circuit.io import load_model
+from recircuit.circuit.lif_curve import LIF_CURVE
 from recircuit.circuit.network import EICircuit, Noise
 from recircuit.learning.evaluate import WAKING_FILE, unit_coords
 from recircuit.learning.train import error_variable
@@ -322,13 +323,14 @@ def matched_rate_quiescence(
     initial_rates: np.ndarray,
     steps: int,
     unit_noise_sd: np.ndarray,
-    rng: np.random.Generator,
+    draws: np.ndarray,
     rate_noise: tuple[float, np.ndarray | None] = (0.0, None),
     activation: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
     """Decoded states after the burn-in (trial, steps - burn_in, state_dims) of the rate circuit (no spikes) run
     offline with zero input from model-space h0 (trial, n_model) and state-placed Gaussian noise of SD
-    ``unit_noise_sd`` (n_model,) per sqrt(tau), model units (the twin's own noise, `effective_noise`): with its own
+    ``unit_noise_sd`` (n_model,) per sqrt(tau), model units (the twin's own noise, `effective_noise`), made from the
+    standard normal ``draws`` (trial, steps, n_model): with its own
     rate function (``activation`` None), what the twin's noise level alone predicts for the twin's quiescence; with
     ``activation`` = the twin's fitted LIF f-I curve, the twin's mean field with the twin's noise.
 
@@ -342,8 +344,7 @@ def matched_rate_quiescence(
     sd = np.asarray(unit_noise_sd, dtype=np.float64)
     if rate_drive is None:
         sd = np.sqrt(sd**2 + rate_sd**2)
-    to_sigmoid = 0.5 if circuit.source_activation == "tanh" else 1.0
-    noise = rng.standard_normal((initial_rates.shape[0], steps, n)) * (sd * np.sqrt(alpha) * to_sigmoid)
+    noise = draws * (sd * np.sqrt(alpha) * circuit.state_scale)
     zeros = np.zeros((initial_rates.shape[0], steps, circuit.input.shape[1]))
     current_noise = rate_drive[..., :n] if rate_drive is not None else None
     rates = simulate_rate_circuit(circuit, zeros, initial_rates, activation, noise, current_noise)
@@ -501,19 +502,18 @@ def rate_noise_states(
     rng = np.random.default_rng(run_seed(seed, "quiescent_noise"))
     alpha = circuit.step_s / circuit.tau_s[:n]
     step_sd = sd * np.sqrt(alpha)
-    tanh = circuit.source_activation == "tanh"
     drive = np.zeros((n_trials, steps, circuit.n_units))
     state = np.zeros((n_trials, steps, circuit.n_units))
     if sd == 0:
         return drive, state, sd
     if spec.network.noise.placement == "drive":
-        drive[..., :n] = rng.normal(size=(n_trials, steps, n)) * step_sd * (2.0 if tanh else 1.0)
+        drive[..., :n] = rng.normal(size=(n_trials, steps, n)) * step_sd / circuit.state_scale
         return drive, state, sd
     eps = np.zeros((n_trials, n))
     reads = circuit.recurrent[:, :n]  # every unit's weights from the model units
     for t in range(steps):
         drive[:, t] = eps @ reads.T  # the current of step t sees the noise accumulated up to t - 1
-        eps = (1 - alpha) * eps + rng.normal(size=eps.shape) * step_sd * (0.5 if tanh else 1.0)
+        eps = (1 - alpha) * eps + rng.normal(size=eps.shape) * step_sd * circuit.state_scale
         state[:, t, :n] = eps
     return drive, state, sd
 
@@ -657,16 +657,18 @@ def lambda_search(
     low, high = np.percentile(currents, sp.calibration_percentiles)
     seeds = [run_seed(sp.seed, "search", k) for k in range(sp.n_search_trials)]
     if circuit.source_activation == "lif":  # the twin's neuron is the activation's: one exact point, no fit
+        grid = [LIF_CURVE.max_rate_hz]
         calibrations = [lif_curve_calibration((low, high))]
-        log(f"  network.activation lif: lambda is the curve's (1/lambda = {calibrations[0].max_rate_hz:g} Hz), "
+        log(f"  network.activation lif: lambda is the curve's (1/lambda = {grid[0]:g} Hz), "
             "spiking.max_rate_grid_hz is not searched")  # fmt: skip
     else:
+        grid = sp.max_rate_grid_hz
         calibrations = [
             calibrate_lif(
                 1.0 / max_rate, (low, high), sp.membrane_noise_mV, sp.threshold_gap_mV, sp.tau_m_ms,
                 sp.min_refractory_ms,
             )  # fmt: skip
-            for max_rate in sp.max_rate_grid_hz
+            for max_rate in grid
         ]
     # every grid point's trials in one list, so that batches of copies fill up across grid points
     start = time.perf_counter()
@@ -674,8 +676,7 @@ def lambda_search(
     outputs = run_many(net, [run for runs, _ in prepared for run in runs])
     wall = time.perf_counter() - start
     points = []
-    for g, cal in enumerate(calibrations):
-        max_rate = cal.max_rate_hz
+    for g, (max_rate, cal) in enumerate(zip(grid, calibrations, strict=True)):
         mine = outputs[g * len(seeds) : (g + 1) * len(seeds)]
         spk = task_results(mine, prepared[g][1], circuit, net.shape, constants, wall / len(calibrations))
         decoded = decode(model, spiking_readout(circuit, cal, spk.rates_hz))
@@ -842,11 +843,13 @@ def spike(
         kl_rate, _ = offline_kl(model, rate_quiet, waking_decoded, arena)
         placement_drive = spec.network.noise.placement == "drive" and noise_drive is not None
         maps = {"own": circuit.phi, "twin_fi": lif}
+        draws = np.random.default_rng(run_seed(sp.seed, "matched_noise")).standard_normal(
+            (sp.n_quiescent_trials, quiet_steps, circuit.n_model)
+        )
         matched_quiet = np.stack(
             [
                 matched_rate_quiescence(
-                    model, circuit, quiet_starts, quiet_steps, twin_noise,
-                    np.random.default_rng(run_seed(sp.seed, "matched_noise")),  # the same draws for both maps
+                    model, circuit, quiet_starts, quiet_steps, twin_noise, draws,
                     (quiet_rate_sd, noise_drive if placement_drive else None), maps[name],
                 )  # fmt: skip
                 for name in RATE_MAPS
@@ -1220,8 +1223,7 @@ def _dataset(
             _state_vars(
                 kind, "quiet_matched_decoded", matched_quiet, ("rate_map", "quiet_trial", "quiet_time_after_burn_in"),
                 "offline decoded from the rate circuit (its own rate function, or the twin's fitted LIF f-I curve) "
-                "run with the twin's "
-                "own noise (twin_noise_sd per unit; same starts and draws)",
+                "run with the twin's own noise (twin_noise_sd per unit; same starts and draws)",
             )
         )  # fmt: skip
         data["kl_offline_rate_matched"] = label(
