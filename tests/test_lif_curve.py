@@ -57,6 +57,16 @@ def test_interpolant_is_the_siegert_curve_with_its_derivatives():
     assert ACTIVATIONS["lif"] is lif_activation
 
 
+def test_non_finite_currents_give_nan_or_the_curves_ends():
+    """phi(NaN) is NaN (so training's divergence check sees it; it once indexed the table at -2^63), and +-inf sit at
+    the table's ends, in the autograd and the fused-scan forms alike."""
+    x = torch.tensor([float("nan"), float("inf"), -float("inf"), X_HIGH], dtype=torch.float64)
+    for values in (lif_activation(x), lif_activation.value_and_slope(x)[0]):
+        assert values[0].isnan()
+        assert values[1].item() == pytest.approx(LIF_CURVE(np.array([X_HIGH]))[0], abs=1e-9)
+        assert values[2].item() == 0.0
+
+
 def test_a_lif_circuit_converts_without_a_fit(make_spec):
     """The rate equivalent of a lif circuit reproduces the torch model; its twin's neuron is the curve's own (exact
     calibration); another neuron in the spiking section is refused by name."""

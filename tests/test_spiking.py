@@ -269,7 +269,7 @@ def test_lif_activation_is_the_fitted_curve_times_lambda_and_held_beyond_its_tab
 
 
 def test_rate_circuit_with_the_sigmoid_as_activation_is_the_rate_circuit(make_spec):
-    model, task = build_circuit(make_spec("head_direction"))
+    model, task = build_circuit(make_spec("head_direction", {"network.activation": "sigmoid"}))
     circuit = rate_circuit_from_model(model)
     trials = task.sample(3, 12, torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -682,7 +682,8 @@ def test_spike_command_writes_spiking_nc_and_figures(make_spec, tmp_path, tiny_s
 
     run = tmp_path / "run"
     spec_file = str(CIRCUITS_DIR / "path_integration.yaml")
-    assert main(["train", spec_file, "--out", str(run), "--set", *tiny_set_args()]) == 0
+    sigmoid = tiny_set_args(overrides={"network.activation": "sigmoid"})  # so the lambda search runs (lif needs none)
+    assert main(["train", spec_file, "--out", str(run), "--set", *sigmoid]) == 0
     assert main(["evaluate", str(run), "--device", "cpu"]) == 0
     settings = [
         "spiking.target=numpy",

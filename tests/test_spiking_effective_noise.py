@@ -50,9 +50,9 @@ def test_no_noise_and_the_right_map_give_zero_interneurons_included(make_spec):
     circuit = rate_circuit_from_model(model, trajectories=trajectories)
     assert circuit.n_norm > 0
     rates = simulate_rate_circuit(circuit, trajectories.inputs, trajectories.initial_rates)
-    assert np.abs(step_innovations(circuit, expit, rates, trajectories.inputs)).max() < 1e-12
-    assert effective_noise_sd(circuit, expit, rates, trajectories.inputs).shape == (circuit.n_model,)
-    flatter = effective_noise_sd(circuit, lambda x: expit(0.8 * x), rates, trajectories.inputs)
+    assert np.abs(step_innovations(circuit, circuit.phi, rates, trajectories.inputs)).max() < 1e-12
+    assert effective_noise_sd(circuit, circuit.phi, rates, trajectories.inputs).shape == (circuit.n_model,)
+    flatter = effective_noise_sd(circuit, lambda x: circuit.phi(0.8 * x), rates, trajectories.inputs)
     assert (flatter > 1e-4).mean() > 0.5
 
 

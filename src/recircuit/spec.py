@@ -150,8 +150,9 @@ class NetworkSpec(StrictModel):
     dale: bool = Field(True, description="sign-constrained E/I weights; false = unconstrained control RNN")
     activation: Literal["sigmoid", "softplus", "relu", "tanh", "lif"] = Field(
         "sigmoid",
-        description="rate nonlinearity phi; sigmoid converts well to spiking neurons; lif is the spiking twin's own "
-        "LIF f-I curve (sigmoid-like, recircuit.circuit.lif_curve), so the rate circuit is its twin's mean field",
+        description="rate nonlinearity phi; lif (the shipped specs' choice) is the spiking twin's own LIF f-I curve "
+        "(sigmoid-like, recircuit.circuit.lif_curve), so the rate circuit is its twin's mean field; sigmoid and tanh "
+        "convert through a fitted LIF curve, with a larger twin error; relu and softplus do not convert",
     )
     tau_ms: PositiveFloat = Field(100.0, description="time constant of the rate units, ms")
     spectral_radius: PositiveFloat = Field(1.5, description="spectral radius of the initial recurrent matrix")

@@ -124,8 +124,8 @@ class TabulatedCurve:
         """Position w within the cell and the cell's coefficients; beyond the table w sits at its ends (x = X_LOW,
         where the curve and its slope are 0 in float64, or the last node, whose cubic is the constant end value), so
         the interpolant's derivative there is 0 without a mask."""
-        position = torch.add(current, -self.low).mul_(1.0 / self.step).clamp_(0.0, self.points - 1.0)
-        index = position.detach().floor()
+        position = torch.add(current, -self.low).mul_(1.0 / self.step).clamp(0.0, self.points - 1.0)  # not clamp_: vmap
+        index = position.detach().floor().nan_to_num_(0.0)  # a NaN current keeps w NaN, so phi(NaN) is NaN
         w = position - index
         rows = self._table(current).index_select(1, index.reshape(-1).long())
         return (w, *rows.view(4, *current.shape).unbind(0))

@@ -222,8 +222,8 @@ def check_convertible(spec, state_keys) -> None:
             f"network.activation is {net.activation!r}: the unit-for-unit LIF conversion needs a saturating rate "
             "function. A LIF neuron's rate saturates (at about 1/refractory) while relu/softplus rates grow without "
             "bound, and Kim, Li & Sejnowski (2019, Fig. 7) converted 0 of 100 relu and 55 of 100 softplus networks "
-            "this way. Retrain with network.activation: sigmoid (or tanh, which is rewritten exactly as sigmoid, "
-            "or lif, the twin's own f-I curve)."
+            "this way. Retrain with network.activation: lif (the twin's own f-I curve, as the shipped specs), or "
+            "sigmoid (or tanh, which is rewritten exactly as sigmoid) through a fitted LIF curve."
         )
     if net.activation not in ("sigmoid", "tanh", "lif"):
         raise ConversionRefused(f"network.activation {net.activation!r} has no LIF counterpart here")
