@@ -60,6 +60,22 @@ def test_dry_run_of_each_shipped_config(tmp_path, config):
     assert "train" in result.stdout + result.stderr
 
 
+def test_sigmoid_overlay_retrains_a_sweep_with_the_sigmoid_elsewhere(tmp_path):
+    """workflows/config/sigmoid.yaml after a sweep config keeps the sweep's scale, adds the activation, and writes to
+    results_sigmoid/; on its own it is refused (it is not a sweep)."""
+    work = workflow_copy(tmp_path)
+    configs = ["workflows/config/reactivation.yaml", "workflows/config/sigmoid.yaml"]
+    result = snakemake(work, "-n", "-p", "--cores", "2", "--configfile", *configs)
+    assert result.returncode == 0, result.stderr
+    trains = [line for line in result.stdout.splitlines() if "recircuit train-ensemble" in line]
+    assert len(trains) == 10  # 2 tasks x 5 variants, 5 seeds each
+    for line in trains:
+        assert "'network.activation=\"sigmoid\"'" in line and "training.steps=4000" in line
+        assert "--out results_sigmoid/" in line
+    alone = snakemake(work, "-n", "--cores", "2", "--configfile", "workflows/config/sigmoid.yaml")
+    assert alone.returncode != 0 and "circuits" in alone.stderr + alone.stdout
+
+
 def test_bad_config_key_is_rejected_naming_the_key(tmp_path):
     work = workflow_copy(tmp_path)
     bad = (work / "workflows/config/tiny.yaml").read_text().replace("seeds: [0]", "seeds: [0]\nseedz: [1]")
