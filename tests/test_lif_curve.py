@@ -105,8 +105,10 @@ def test_lif_interneurons_linearise_around_the_curves_midpoint(make_spec):
 
 
 def test_spike_command_on_a_lif_circuit_uses_its_curve(tmp_path, tiny_set_args):
-    """A tiny trained lif circuit: the twin's lambda is the curve's (one search point, no fit), the f-I curve alone
-    reproduces the rate circuit (fi_only_error_ratio 1), and the twin runs (numpy target)."""
+    """A tiny trained lif circuit: the twin's lambda is the curve's (one search point). Without the time-step
+    correction the neuron is the curve's own (no fit); with it (the default) drive and refractory period are refitted
+    so that the neuron integrated at dt_ms follows the curve. Either way the f-I curve alone reproduces the rate
+    circuit (fi_only_error_ratio 1), and the twin runs (numpy target)."""
     import xarray as xr
     from conftest import CIRCUITS_DIR
 
@@ -128,14 +130,27 @@ def test_spike_command_on_a_lif_circuit_uses_its_curve(tmp_path, tiny_set_args):
         "reactivation.burn_in_steps=5",
         "reactivation.kl_samples=100",
     ]
+    continuous = run / "spiking_continuous.nc"
+    assert main(["spike", str(run), "--out", str(continuous), "--set", *settings,
+                 "spiking.time_step_correction=false"]) == 0  # fmt: skip
     assert main(["spike", str(run), "--set", *settings]) == 0
-    one = xr.open_dataset(run / "spiking.nc", engine="h5netcdf").load().isel(circuit=0, variant=0, seed=0)
-    assert one["search_max_rate"].values.tolist() == [LIF_CURVE.max_rate_hz]
-    assert float(one["input_gain"]) == LIF_CURVE.gain_mV and float(one["refractory_period"]) == LIF_CURVE.refractory_ms
-    assert float(one["calibration_rms"]) < 1e-8
-    assert float(one["fi_only_error_ratio"]) == pytest.approx(1.0, abs=0.01)
-    np.testing.assert_allclose(one["fi_rate_siegert"].values, one["fi_rate_target"].values, rtol=1e-9)
-    assert np.isfinite(one["error_ratio"].values).all() and np.isfinite(float(one["kl_offline"]))
+    for path in (continuous, run / "spiking.nc"):
+        one = xr.open_dataset(path, engine="h5netcdf").load().isel(circuit=0, variant=0, seed=0)
+        assert one["search_max_rate"].values.tolist() == [LIF_CURVE.max_rate_hz]
+        assert float(one["fi_only_error_ratio"]) == pytest.approx(1.0, abs=0.02)
+        assert np.isfinite(one["error_ratio"].values).all() and np.isfinite(float(one["kl_offline"]))
+        if path == continuous:
+            assert float(one["input_gain"]) == LIF_CURVE.gain_mV
+            assert float(one["refractory_period"]) == LIF_CURVE.refractory_ms
+            assert float(one["calibration_rms"]) < 1e-8
+            np.testing.assert_allclose(one["fi_rate_predicted"].values, one["fi_rate_target"].values, rtol=1e-9)
+        else:
+            assert float(one["input_gain"]) != LIF_CURVE.gain_mV
+            assert float(one["refractory_period"]) / 0.5 == pytest.approx(round(float(one["refractory_period"]) / 0.5))
+            assert float(one["calibration_rms"]) < 0.015
+            np.testing.assert_allclose(
+                one["fi_rate_predicted"].values, one["fi_rate_target"].values, atol=0.03 * LIF_CURVE.max_rate_hz
+            )
 
 
 def test_curvature_of_a_lif_circuit_forward_and_reverse_agree():

@@ -72,6 +72,12 @@ class SpikingSpec(StrictModel):
         "and 99th percentiles on the search trials maps linearly onto [-Y, Y]; larger Y modulates its firing more "
         "(0.27-0.73 of the max rate at Y = 1) but adds more linearisation error (relative about Y^2/12)",
     )
+    time_step_correction: bool = Field(
+        True,
+        description="fit the neuron's drive and refractory period (whole steps) to the f-I curve of the neuron as "
+        "integrated at dt_ms (Euler steps, one threshold check per step), not to the continuous-time Siegert rate, "
+        "which is 1-2% of the max rate off at 0.1 ms; false: the continuous-time fit",
+    )
     min_refractory_ms: PositiveFloat = Field(1.0, description="lower bound of the fitted refractory period, ms")
 
     @model_validator(mode="after")

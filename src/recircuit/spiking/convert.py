@@ -8,7 +8,8 @@ kernel whose decay constant is the rate unit's tau, so the spiking current is W_
 * input weights, bias and tau are copied; Dale's law is kept because lambda > 0 scales every column alike;
 * the neuron's f-I curve is calibrated so that f(x) = phi(x) / lambda over the circuit's operating range: the
   membrane drive is ``gain * x + offset`` (mV) and the refractory period sets the saturation, fitted to the
-  diffusion-approximation (Siegert) rate of a LIF neuron with white membrane noise, then checked by simulation.
+  diffusion-approximation (Siegert) rate of a LIF neuron with white membrane noise, then (spiking.time_step_correction)
+  refitted to the exact rate of that neuron as Brian2 integrates it (`time_step.py`), then checked by simulation.
 
 Refused, never silently dropped: relu/softplus (rates that do not saturate: the LIF map failed for every relu net and
 half of the softplus nets in Kim 2019 Fig. 7), divisive normalization (see below), and any parameter or spec field
@@ -48,6 +49,7 @@ from scipy.optimize import least_squares
 from scipy.special import expit
 
 from recircuit.circuit.lif_curve import LIF_CURVE, lif_activation, siegert_rate_hz
+from recircuit.spiking.time_step import DiscreteRateTable, discrete_rate_hz
 
 # What the converter knows about the rate circuit; anything else is a mechanism without a spiking counterpart.
 KNOWN_PARAMETERS = frozenset(
@@ -411,8 +413,9 @@ class LIFCalibration:
     refractory_ms: float  # absolute refractory period, ms
     current_low: float  # operating range of the rate-model current, lower end
     current_high: float  # upper end
-    rms_error_hz: float  # RMS of Siegert rate - target over the range, Hz
+    rms_error_hz: float  # RMS of the predicted rate (`rate_hz`) - target over the range, Hz
     target: str = "sigmoid"  # the rate function fitted: sigmoid, or lif (the circuit's own curve: exact)
+    dt_ms: float | None = None  # fitted for the neuron integrated at this step (`time_step`); None: continuous time
 
     @property
     def max_rate_hz(self) -> float:
@@ -429,9 +432,17 @@ class LIFCalibration:
         return (LIF_CURVE(current) if self.target == "lif" else expit(current)) / self.lambda_s
 
     def siegert_rate_hz(self, current: np.ndarray, gap_mV: float, tau_m_ms: float) -> np.ndarray:
-        """The fitted LIF rate (diffusion approximation) at rate-model current x, Hz."""
+        """The fitted LIF rate (diffusion approximation, continuous time) at rate-model current x, Hz."""
         drive = self.gain_mV * np.asarray(current, dtype=np.float64) + self.offset_mV
         return siegert_rate_hz(drive, self.noise_mV, gap_mV, tau_m_ms / 1000.0, self.refractory_ms / 1000.0)
+
+    def rate_hz(self, current: np.ndarray, gap_mV: float, tau_m_ms: float) -> np.ndarray:
+        """The calibrated neuron's rate at rate-model current x, Hz: as integrated at ``dt_ms``
+        (`time_step.discrete_rate_hz`) where the calibration was fitted for it, else the Siegert rate."""
+        if self.dt_ms is None:
+            return self.siegert_rate_hz(current, gap_mV, tau_m_ms)
+        drive = self.gain_mV * np.asarray(current, dtype=np.float64) + self.offset_mV
+        return discrete_rate_hz(drive, self.noise_mV, gap_mV, tau_m_ms, self.refractory_ms, self.dt_ms)
 
     def lif_activation(self, gap_mV: float, tau_m_ms: float, n_points: int = 20_001) -> Callable[[np.ndarray], np.ndarray]:
         """x -> lambda f_LIF(x): the fitted LIF f-I curve in the rate model's units (where sigmoid(x) was).
@@ -440,7 +451,12 @@ class LIFCalibration:
         table the rate is held at its end values (the neuron is silent or saturated there)."""
         width = self.current_high - self.current_low
         grid = np.linspace(self.current_low - 2 * width, self.current_high + 2 * width, n_points)
-        table = self.lambda_s * self.siegert_rate_hz(grid, gap_mV, tau_m_ms)
+        if self.dt_ms is None:
+            table = self.lambda_s * self.siegert_rate_hz(grid, gap_mV, tau_m_ms)
+        else:
+            drive = self.gain_mV * grid + self.offset_mV
+            rates = DiscreteRateTable(self.noise_mV, gap_mV, tau_m_ms, self.dt_ms, drive.min(), drive.max())
+            table = self.lambda_s * rates.rate_hz(drive, self.refractory_ms)
         return lambda current: np.interp(current, grid, table)
 
 

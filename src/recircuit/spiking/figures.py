@@ -232,7 +232,7 @@ def agreement_summary(ds: xr.Dataset, out_dir: Path) -> list[Path]:
 
 
 def fi_curves(ds: xr.Dataset, out_dir: Path) -> list[Path]:
-    """Lone-neuron rate vs constant current: simulated, target phi/lambda, fitted Siegert, per run."""
+    """Lone-neuron rate vs constant current: simulated, target phi/lambda, predicted for the calibrated neuron."""
     runs = list(_runs(ds))
     fig = Figure(figsize=(3.6 * len(runs), 3.2))
     axes = fig.subplots(1, len(runs), squeeze=False)[0]
@@ -240,7 +240,7 @@ def fi_curves(ds: xr.Dataset, out_dir: Path) -> list[Path]:
         current = run["fi_current"].values
         keep = np.isfinite(run["fi_rate_measured"].values)
         ax.plot(current[keep], run["fi_rate_target"].values[keep], color=RATE_COLOUR, lw=1.2, label="phi / lambda")
-        ax.plot(current[keep], run["fi_rate_siegert"].values[keep], color="grey", lw=1.0, ls="--", label="Siegert fit")
+        ax.plot(current[keep], run["fi_rate_predicted"].values[keep], color="grey", lw=1.0, ls="--", label="predicted")
         ax.plot(current[keep], run["fi_rate_measured"].values[keep], ".", color=SPIKE_COLOUR, ms=3, label="simulated")
         ax.set(xlabel="rate-model current x (1)", ylabel="firing rate (Hz)")
         ax.set_title(f"{name.replace('_', ' ')}\nRMS {100 * float(run['fi_rms']):.1f}% of max", fontsize=8)

@@ -7,6 +7,8 @@ Protocol (every step seeded explicitly; nothing here seeds a global generator):
    ``spiking.search_seed`` (not the evaluation trials): for each lambda the f-I curve is calibrated on the operating
    range (``spiking.calibration_percentiles`` of the noise-free rate circuit's currents on those trials) and the
    spiking decoding error is measured; the lambda with the lowest mean error is kept. The whole grid is stored.
+   With ``spiking.time_step_correction`` every calibration is then refitted for the neuron as Brian2 integrates it
+   at ``spiking.dt_ms`` (`time_step.correct_for_time_step`): the Siegert rate is the continuous-time neuron's.
 3. f-I check of the kept calibration: every neuron on its own (weights 0) at a constant current across the range.
 4. Task trials: the first ``spiking.n_trials`` held-out trials of `recircuit evaluate` (evaluation.seed), same
    inputs and start states. Rate references on the same trials: ``rate_noise = evaluation`` (the evaluation's own
@@ -87,6 +89,7 @@ from recircuit.spiking.network import (
     filter_spikes,
     resting_state,
 )
+from recircuit.spiking.time_step import correct_for_time_step
 
 SPIKING_FILE = "spiking.nc"
 RATE_NOISE = ("evaluation", "none")
@@ -670,6 +673,13 @@ def lambda_search(
             )  # fmt: skip
             for max_rate in grid
         ]
+    if sp.time_step_correction:
+        calibrations = [
+            correct_for_time_step(cal, constants.threshold_gap_mV, constants.tau_m_ms, net.shape.dt_ms)
+            for cal in calibrations
+        ]
+        log(f"  f-I curves fitted for the neuron as integrated at dt = {net.shape.dt_ms:g} ms "
+            "(spiking.time_step_correction)")  # fmt: skip
     # every grid point's trials in one list, so that batches of copies fill up across grid points
     start = time.perf_counter()
     prepared = [task_runs(circuit, cal, trials.inputs, trials.initial_rates, seeds, constants) for cal in calibrations]
@@ -1088,7 +1098,7 @@ def _dataset(
         ),
         "calibration_current_low": scalar(op_range[0], "operating range of the f-I fit, lower current", "1"),
         "calibration_current_high": scalar(op_range[1], "operating range of the f-I fit, upper current", "1"),
-        "calibration_rms": scalar(cal.relative_rms_error, "f-I fit RMS error (Siegert vs target) / max rate", "1"),
+        "calibration_rms": scalar(cal.relative_rms_error, "f-I fit RMS error (predicted vs target) / max rate", "1"),
         # grid search
         "search_max_rate": label(xr.DataArray([p.max_rate_hz for p in search], dims="search"), "1/lambda", "Hz"),
         f"search_{error_name}": label(
@@ -1127,11 +1137,10 @@ def _dataset(
             "target phi(x) / lambda (phi: the circuit's rate function)",
             "Hz",
         ),
-        "fi_rate_siegert": label(
-            xr.DataArray(
-                cal.siegert_rate_hz(fi_current, constants.threshold_gap_mV, constants.tau_m_ms), dims="fi_point"
-            ),
-            "fitted diffusion-approximation LIF rate",
+        "fi_rate_predicted": label(
+            xr.DataArray(cal.rate_hz(fi_current, constants.threshold_gap_mV, constants.tau_m_ms), dims="fi_point"),
+            "predicted rate of the calibrated neuron: as integrated at dt_ms (spiking.time_step_correction), else "
+            "the diffusion-approximation (Siegert) rate",
             "Hz",
         ),
         "twin_noise_sd": label(

@@ -1,0 +1,149 @@
+"""The firing rate of the twin's LIF neuron as Brian2 integrates it, and the calibration that corrects for it.
+
+The Siegert rate (`recircuit.circuit.lif_curve.siegert_rate_hz`) is the rate of the continuous-time neuron. The twin
+integrates it with Euler-Maruyama steps of ``spiking.dt_ms`` and checks the threshold once per step, which changes the
+rate by a few percent of the maximum at dt = 0.1 ms: the neuron misses threshold crossings between steps (lower rates
+where it is noise-driven), and after a spike it integrates again from the step at which ``t - lastspike`` reaches the
+refractory period rounded down to whole steps (`recircuit.spiking.network.REFRACTORY`; higher rates where it is
+driven hard). A path integrator integrates such a bias.
+
+`discrete_rate_hz` is the exact rate of the discretized neuron at a constant drive: after a spike the membrane is held
+at reset for ``R - 1`` steps (R = the refractory period in whole steps), then each step maps v to
+``(1 - a) v + a mu + sigma sqrt(a) z`` (a = dt / tau_m, z ~ N(0, 1)) until v exceeds the threshold. The mean number
+of integration steps to threshold, E[k], solves ``m(v) = 1 + int_{v' < gap} P(v -> v') m(v') dv'`` on a grid of v
+(Nystroem, the Gaussian transition integrated over each grid cell), so the rate 1 / (dt (R - 1 + E[k])) is free of
+sampling noise. `correct_for_time_step` refits a calibration's drive (gain, offset) and refractory period (whole
+steps) so that this rate, not the Siegert rate, follows the calibration's target f-I curve.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from recircuit.spiking.convert import LIFCalibration
+
+GRID_PER_STEP_SD = 6  # grid points of v per SD of one step's noise (finer changes rates by < 0.02 Hz)
+TABLE_POINTS = 200  # drives at which E[k] is solved where the rate bends; cubic interpolation between them
+TAIL_POINTS = 40  # drives, geometrically spaced, from there to the top of a table (E[k] falls smoothly towards 1)
+TRANSITION_SDS = 20.0  # the bend: up to this many free membrane SDs above threshold
+SILENT_SDS = 7.0  # below gap - SILENT_SDS x the free membrane SD the rate is taken as 0 (< 1e-8 Hz at dt 0.1 ms)
+
+
+def refractory_steps(refractory_ms: float, dt_ms: float) -> int:
+    """R: the whole steps after a spike at which the twin's neuron is first integrated again (network.REFRACTORY)."""
+    return int(np.floor(refractory_ms / dt_ms + 1e-3))
+
+
+def _free_sd_mV(noise_mV: float, tau_m_ms: float, dt_ms: float) -> float:
+    """Stationary SD of the discretized membrane without threshold, mV."""
+    a = dt_ms / tau_m_ms
+    return noise_mV * np.sqrt(a / (1.0 - (1.0 - a) ** 2))
+
+
+def steps_to_threshold(
+    drive_mV: np.ndarray, noise_mV: float, gap_mV: float, tau_m_ms: float, dt_ms: float
+) -> np.ndarray:
+    """E[k]: mean Euler steps from reset (0 mV) until v > ``gap_mV`` at constant drive ``drive_mV`` (mV above rest).
+
+    inf where the drive is more than SILENT_SDS free-membrane SDs below threshold."""
+    from scipy.special import ndtr  # here: scipy.special takes 0.15 s to import
+
+    if noise_mV <= 0 or dt_ms <= 0 or tau_m_ms <= dt_ms:
+        raise ValueError(f"need noise > 0 mV and 0 < dt < tau_m, got {noise_mV} mV, dt {dt_ms} ms, tau_m {tau_m_ms} ms")
+    a = dt_ms / tau_m_ms
+    step_sd = noise_mV * np.sqrt(a)
+    free_sd = _free_sd_mV(noise_mV, tau_m_ms, dt_ms)
+    spacing = step_sd / GRID_PER_STEP_SD
+    drives = np.atleast_1d(np.asarray(drive_mV, dtype=np.float64))
+    result = np.full(drives.shape, np.inf)
+    for index, mu in np.ndenumerate(drives):
+        if not np.isfinite(mu) or mu < gap_mV - SILENT_SDS * free_sd:
+            continue
+        lowest = min(0.0, mu) - 7.0 * free_sd
+        v = np.arange(gap_mV, lowest, -spacing)[::-1]  # cells centred on v; the last one ends at the threshold
+        edges = np.concatenate([[-np.inf], (v[:-1] + v[1:]) / 2.0, [gap_mV]])
+        mean = (1.0 - a) * v + a * mu
+        transition = np.diff(ndtr((edges[None, :] - mean[:, None]) / step_sd), axis=1)
+        steps = np.linalg.solve(np.eye(v.size) - transition, np.ones(v.size))
+        result[index] = np.interp(0.0, v, steps)
+    return result
+
+
+def discrete_rate_hz(
+    drive_mV: np.ndarray, noise_mV: float, gap_mV: float, tau_m_ms: float, refractory_ms: float, dt_ms: float
+) -> np.ndarray:
+    """Stationary rate (Hz) of the twin's neuron as Brian2 integrates it at constant drive (mV above rest)."""
+    dead = refractory_steps(refractory_ms, dt_ms) - 1
+    return 1000.0 / (dt_ms * (dead + steps_to_threshold(drive_mV, noise_mV, gap_mV, tau_m_ms, dt_ms)))
+
+
+class DiscreteRateTable:
+    """E[k] of one neuron (noise, gap, tau_m, dt) tabulated over drives [low_mV, high_mV], interpolated in log E[k]
+    with a cubic spline: the rate at any drive and refractory period in microseconds, for fitting."""
+
+    def __init__(self, noise_mV: float, gap_mV: float, tau_m_ms: float, dt_ms: float, low_mV: float, high_mV: float):
+        from scipy.interpolate import CubicSpline
+
+        self.noise_mV, self.gap_mV, self.tau_m_ms, self.dt_ms = noise_mV, gap_mV, tau_m_ms, dt_ms
+        self.silent_mV = gap_mV - SILENT_SDS * _free_sd_mV(noise_mV, tau_m_ms, dt_ms)
+        self.low_mV, self.high_mV = max(low_mV, self.silent_mV), max(high_mV, self.silent_mV + 1.0)
+        # dense where the rate bends (up to TRANSITION_SDS free SDs above threshold), geometric beyond it
+        free_sd = _free_sd_mV(noise_mV, tau_m_ms, dt_ms)
+        bend = min(self.high_mV, gap_mV + TRANSITION_SDS * free_sd)
+        drives = np.linspace(self.low_mV, bend, TABLE_POINTS) if bend > self.low_mV else np.array([self.low_mV])
+        if self.high_mV > drives[-1]:
+            tail = drives[-1] + (self.high_mV - drives[-1]) * (np.geomspace(1.0, 1001.0, TAIL_POINTS + 1)[1:] - 1) / 1000
+            drives = np.concatenate([drives, tail])
+        self._log_steps = CubicSpline(drives, np.log(steps_to_threshold(drives, noise_mV, gap_mV, tau_m_ms, dt_ms)))
+
+    def rate_hz(self, drive_mV: np.ndarray, refractory_ms: float) -> np.ndarray:
+        """The discretized neuron's rate (Hz); drives beyond the table are clamped to it, below silence the rate is 0."""
+        drive = np.asarray(drive_mV, dtype=np.float64)
+        steps = np.exp(self._log_steps(np.clip(drive, self.low_mV, self.high_mV)))
+        dead = refractory_steps(refractory_ms, self.dt_ms) - 1
+        rate = 1000.0 / (self.dt_ms * (dead + steps))
+        return np.where(drive < self.silent_mV, 0.0, rate)
+
+
+def correct_for_time_step(
+    cal: LIFCalibration, gap_mV: float, tau_m_ms: float, dt_ms: float, n_points: int = 161
+) -> LIFCalibration:
+    """``cal`` refitted for the neuron integrated at ``dt_ms``: gain and offset by least squares, the refractory period
+    the best of the whole-step values around it, so that `discrete_rate_hz` follows ``cal.target_rate_hz`` over the
+    calibration's current range. The result has ``dt_ms`` set (its rates are the discretized neuron's)."""
+    from scipy.optimize import least_squares
+
+    current = np.linspace(cal.current_low, cal.current_high, n_points)
+    target = cal.target_rate_hz(current)
+    drive_low, drive_high = sorted((cal.gain_mV * cal.current_low, cal.gain_mV * cal.current_high))
+    margin = 0.25 * (drive_high - drive_low) + 5.0 * cal.noise_mV
+    table = DiscreteRateTable(
+        cal.noise_mV, gap_mV, tau_m_ms, dt_ms, cal.offset_mV + drive_low - margin, cal.offset_mV + drive_high + margin
+    )
+    nearest = refractory_steps(cal.refractory_ms, dt_ms)
+    best = None
+    for steps in range(max(nearest - 1, 2), nearest + 3):
+        refractory = steps * dt_ms
+
+        def residual(p: np.ndarray, refractory: float = refractory) -> np.ndarray:
+            return (table.rate_hz(p[0] * current + p[1], refractory) - target) * cal.lambda_s
+
+        fit = least_squares(residual, np.array([cal.gain_mV, cal.offset_mV]), x_scale=[cal.gain_mV, gap_mV])
+        if best is None or fit.cost < best[0].cost:
+            best = (fit, refractory)
+    assert best is not None
+    fit, refractory = best
+    gain, offset = map(float, fit.x)
+    rates = discrete_rate_hz(gain * current + offset, cal.noise_mV, gap_mV, tau_m_ms, refractory, dt_ms)
+    return dataclasses.replace(
+        cal,
+        gain_mV=gain,
+        offset_mV=offset,
+        refractory_ms=refractory,
+        rms_error_hz=float(np.sqrt(np.mean((rates - target) ** 2))),
+        dt_ms=dt_ms,
+    )
