@@ -96,12 +96,13 @@ class DiscreteRateTable:
         bend = min(self.high_mV, gap_mV + TRANSITION_SDS * free_sd)
         drives = np.linspace(self.low_mV, bend, TABLE_POINTS) if bend > self.low_mV else np.array([self.low_mV])
         if self.high_mV > drives[-1]:
-            tail = drives[-1] + (self.high_mV - drives[-1]) * (np.geomspace(1.0, 1001.0, TAIL_POINTS + 1)[1:] - 1) / 1000
+            spread = (np.geomspace(1.0, 1001.0, TAIL_POINTS + 1)[1:] - 1.0) / 1000.0
+            tail = drives[-1] + (self.high_mV - drives[-1]) * spread
             drives = np.concatenate([drives, tail])
         self._log_steps = CubicSpline(drives, np.log(steps_to_threshold(drives, noise_mV, gap_mV, tau_m_ms, dt_ms)))
 
     def rate_hz(self, drive_mV: np.ndarray, refractory_ms: float) -> np.ndarray:
-        """The discretized neuron's rate (Hz); drives beyond the table are clamped to it, below silence the rate is 0."""
+        """The discretized neuron's rate (Hz); drives beyond the table are clamped to it; below silence it is 0."""
         drive = np.asarray(drive_mV, dtype=np.float64)
         steps = np.exp(self._log_steps(np.clip(drive, self.low_mV, self.high_mV)))
         dead = refractory_steps(refractory_ms, self.dt_ms) - 1
