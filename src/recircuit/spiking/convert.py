@@ -49,7 +49,7 @@ from scipy.optimize import least_squares
 from scipy.special import expit
 
 from recircuit.circuit.lif_curve import LIF_CURVE, lif_activation, siegert_rate_hz
-from recircuit.spiking.time_step import DiscreteRateTable, discrete_rate_hz
+from recircuit.spiking.time_step import rate_table
 
 # What the converter knows about the rate circuit; anything else is a mechanism without a spiking counterpart.
 KNOWN_PARAMETERS = frozenset(
@@ -437,26 +437,23 @@ class LIFCalibration:
         return siegert_rate_hz(drive, self.noise_mV, gap_mV, tau_m_ms / 1000.0, self.refractory_ms / 1000.0)
 
     def rate_hz(self, current: np.ndarray, gap_mV: float, tau_m_ms: float) -> np.ndarray:
-        """The calibrated neuron's rate at rate-model current x, Hz: as integrated at ``dt_ms``
-        (`time_step.discrete_rate_hz`) where the calibration was fitted for it, else the Siegert rate."""
+        """The calibrated neuron's rate at rate-model current x, Hz: as integrated at ``dt_ms`` (`time_step.rate_table`)
+        where the calibration was fitted for it, else the Siegert rate."""
         if self.dt_ms is None:
             return self.siegert_rate_hz(current, gap_mV, tau_m_ms)
         drive = self.gain_mV * np.asarray(current, dtype=np.float64) + self.offset_mV
-        return discrete_rate_hz(drive, self.noise_mV, gap_mV, tau_m_ms, self.refractory_ms, self.dt_ms)
+        return rate_table(self.noise_mV, gap_mV, tau_m_ms, self.dt_ms).rate_hz(drive, self.refractory_ms)
 
-    def lif_activation(self, gap_mV: float, tau_m_ms: float, n_points: int = 20_001) -> Callable[[np.ndarray], np.ndarray]:
+    def lif_activation(
+        self, gap_mV: float, tau_m_ms: float, n_points: int = 20_001
+    ) -> Callable[[np.ndarray], np.ndarray]:
         """x -> lambda f_LIF(x): the fitted LIF f-I curve in the rate model's units (where sigmoid(x) was).
 
         Tabulated on ``n_points`` currents spanning 5x the operating range and interpolated linearly; beyond the
         table the rate is held at its end values (the neuron is silent or saturated there)."""
         width = self.current_high - self.current_low
         grid = np.linspace(self.current_low - 2 * width, self.current_high + 2 * width, n_points)
-        if self.dt_ms is None:
-            table = self.lambda_s * self.siegert_rate_hz(grid, gap_mV, tau_m_ms)
-        else:
-            drive = self.gain_mV * grid + self.offset_mV
-            rates = DiscreteRateTable(self.noise_mV, gap_mV, tau_m_ms, self.dt_ms, drive.min(), drive.max())
-            table = self.lambda_s * rates.rate_hz(drive, self.refractory_ms)
+        table = self.lambda_s * self.rate_hz(grid, gap_mV, tau_m_ms)
         return lambda current: np.interp(current, grid, table)
 
 

@@ -19,6 +19,7 @@ steps) so that this rate, not the Siegert rate, follows the calibration's target
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,8 +29,9 @@ if TYPE_CHECKING:
 
 GRID_PER_STEP_SD = 6  # grid points of v per SD of one step's noise (finer changes rates by < 0.02 Hz)
 TABLE_POINTS = 200  # drives at which E[k] is solved where the rate bends; cubic interpolation between them
-TAIL_POINTS = 40  # drives, geometrically spaced, from there to the top of a table (E[k] falls smoothly towards 1)
+TAIL_POINTS = 80  # drives from there to the top of a table, where E[k] steps down from about 2 to 1
 TRANSITION_SDS = 20.0  # the bend: up to this many free membrane SDs above threshold
+TOP_SDS = 400.0  # the table's top, free membrane SDs above threshold (2.9 V at dt 0.1 ms, where E[k] = 1)
 SILENT_SDS = 7.0  # below gap - SILENT_SDS x the free membrane SD the rate is taken as 0 (< 1e-8 Hz at dt 0.1 ms)
 
 
@@ -82,32 +84,36 @@ def discrete_rate_hz(
 
 
 class DiscreteRateTable:
-    """E[k] of one neuron (noise, gap, tau_m, dt) tabulated over drives [low_mV, high_mV], interpolated in log E[k]
-    with a cubic spline: the rate at any drive and refractory period in microseconds, for fitting."""
+    """E[k] of one neuron (noise, gap, tau_m, dt) tabulated from silence (SILENT_SDS free membrane SDs below threshold)
+    to TOP_SDS above it, interpolated in log E[k] with a cubic spline: the rate at any drive and refractory period in
+    microseconds (within 1e-3 Hz of `discrete_rate_hz`). Build it with `rate_table`, which keeps one per neuron."""
 
-    def __init__(self, noise_mV: float, gap_mV: float, tau_m_ms: float, dt_ms: float, low_mV: float, high_mV: float):
+    def __init__(self, noise_mV: float, gap_mV: float, tau_m_ms: float, dt_ms: float):
         from scipy.interpolate import CubicSpline
 
-        self.noise_mV, self.gap_mV, self.tau_m_ms, self.dt_ms = noise_mV, gap_mV, tau_m_ms, dt_ms
-        self.silent_mV = gap_mV - SILENT_SDS * _free_sd_mV(noise_mV, tau_m_ms, dt_ms)
-        self.low_mV, self.high_mV = max(low_mV, self.silent_mV), max(high_mV, self.silent_mV + 1.0)
-        # dense where the rate bends (up to TRANSITION_SDS free SDs above threshold), geometric beyond it
+        self.dt_ms = dt_ms
         free_sd = _free_sd_mV(noise_mV, tau_m_ms, dt_ms)
-        bend = min(self.high_mV, gap_mV + TRANSITION_SDS * free_sd)
-        drives = np.linspace(self.low_mV, bend, TABLE_POINTS) if bend > self.low_mV else np.array([self.low_mV])
-        if self.high_mV > drives[-1]:
-            spread = (np.geomspace(1.0, 1001.0, TAIL_POINTS + 1)[1:] - 1.0) / 1000.0
-            tail = drives[-1] + (self.high_mV - drives[-1]) * spread
-            drives = np.concatenate([drives, tail])
+        self.silent_mV, self.top_mV = gap_mV - SILENT_SDS * free_sd, gap_mV + TOP_SDS * free_sd
+        # dense where the rate bends (up to TRANSITION_SDS free SDs above threshold), sparser beyond it
+        bend = gap_mV + TRANSITION_SDS * free_sd
+        drives = np.concatenate(
+            [np.linspace(self.silent_mV, bend, TABLE_POINTS), np.linspace(bend, self.top_mV, TAIL_POINTS + 1)[1:]]
+        )
         self._log_steps = CubicSpline(drives, np.log(steps_to_threshold(drives, noise_mV, gap_mV, tau_m_ms, dt_ms)))
 
     def rate_hz(self, drive_mV: np.ndarray, refractory_ms: float) -> np.ndarray:
-        """The discretized neuron's rate (Hz); drives beyond the table are clamped to it; below silence it is 0."""
+        """The discretized neuron's rate (Hz); 0 below silence, held at the table's top above it (E[k] is 1
+        there: the neuron fires in the first step it is integrated)."""
         drive = np.asarray(drive_mV, dtype=np.float64)
-        steps = np.exp(self._log_steps(np.clip(drive, self.low_mV, self.high_mV)))
+        steps = np.exp(self._log_steps(np.clip(drive, self.silent_mV, self.top_mV)))
         dead = refractory_steps(refractory_ms, self.dt_ms) - 1
-        rate = 1000.0 / (self.dt_ms * (dead + steps))
-        return np.where(drive < self.silent_mV, 0.0, rate)
+        return np.where(drive < self.silent_mV, 0.0, 1000.0 / (self.dt_ms * (dead + steps)))
+
+
+@functools.lru_cache(maxsize=8)
+def rate_table(noise_mV: float, gap_mV: float, tau_m_ms: float, dt_ms: float) -> DiscreteRateTable:
+    """The rate table of one neuron, built once per process (about a second)."""
+    return DiscreteRateTable(float(noise_mV), float(gap_mV), float(tau_m_ms), float(dt_ms))
 
 
 def correct_for_time_step(
@@ -120,11 +126,7 @@ def correct_for_time_step(
 
     current = np.linspace(cal.current_low, cal.current_high, n_points)
     target = cal.target_rate_hz(current)
-    drive_low, drive_high = sorted((cal.gain_mV * cal.current_low, cal.gain_mV * cal.current_high))
-    margin = 0.25 * (drive_high - drive_low) + 5.0 * cal.noise_mV
-    table = DiscreteRateTable(
-        cal.noise_mV, gap_mV, tau_m_ms, dt_ms, cal.offset_mV + drive_low - margin, cal.offset_mV + drive_high + margin
-    )
+    table = rate_table(cal.noise_mV, gap_mV, tau_m_ms, dt_ms)
     nearest = refractory_steps(cal.refractory_ms, dt_ms)
     best = None
     for steps in range(max(nearest - 1, 2), nearest + 3):
@@ -139,7 +141,7 @@ def correct_for_time_step(
     assert best is not None
     fit, refractory = best
     gain, offset = map(float, fit.x)
-    rates = discrete_rate_hz(gain * current + offset, cal.noise_mV, gap_mV, tau_m_ms, refractory, dt_ms)
+    rates = table.rate_hz(gain * current + offset, refractory)
     return dataclasses.replace(
         cal,
         gain_mV=gain,
