@@ -108,3 +108,12 @@ def test_correction_fits_the_discrete_neuron_to_the_curve(dt_ms, bound):
     assert fixed.refractory_ms / dt_ms == pytest.approx(round(fixed.refractory_ms / dt_ms), abs=1e-9)
     np.testing.assert_allclose(fixed.rate_hz(x, GAP, TAU), after, atol=1e-3)
     assert (fixed.lambda_s, fixed.noise_mV, fixed.target) == (cal.lambda_s, cal.noise_mV, cal.target)
+
+
+def test_correction_keeps_the_refractory_period_above_its_bound():
+    """A calibration at its refractory bound (the sigmoid fit's min_refractory_ms) is not refitted below it."""
+    import dataclasses
+
+    cal = dataclasses.replace(lif_curve_calibration((-6.0, 6.0)), refractory_ms=1.0)
+    assert correct_for_time_step(cal, GAP, TAU, 0.1, min_refractory_ms=1.0).refractory_ms >= 1.0 - 1e-12
+    assert correct_for_time_step(cal, GAP, TAU, 0.1, min_refractory_ms=1.3).refractory_ms >= 1.3 - 1e-12

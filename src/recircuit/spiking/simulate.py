@@ -675,7 +675,9 @@ def lambda_search(
         ]
     if sp.time_step_correction:
         calibrations = [
-            correct_for_time_step(cal, constants.threshold_gap_mV, constants.tau_m_ms, net.shape.dt_ms)
+            correct_for_time_step(
+                cal, constants.threshold_gap_mV, constants.tau_m_ms, net.shape.dt_ms, sp.min_refractory_ms
+            )
             for cal in calibrations
         ]
         log(f"  f-I curves fitted for the neuron as integrated at dt = {net.shape.dt_ms:g} ms "

@@ -86,7 +86,8 @@ def discrete_rate_hz(
 class DiscreteRateTable:
     """E[k] of one neuron (noise, gap, tau_m, dt) tabulated from silence (SILENT_SDS free membrane SDs below threshold)
     to TOP_SDS above it, interpolated in log E[k] with a cubic spline: the rate at any drive and refractory period in
-    microseconds (within 1e-3 Hz of `discrete_rate_hz`). Build it with `rate_table`, which keeps one per neuron."""
+    microseconds (within about 0.002 Hz of `discrete_rate_hz`). Build it with `rate_table`, which keeps one per
+    neuron."""
 
     def __init__(self, noise_mV: float, gap_mV: float, tau_m_ms: float, dt_ms: float):
         from scipy.interpolate import CubicSpline
@@ -117,19 +118,26 @@ def rate_table(noise_mV: float, gap_mV: float, tau_m_ms: float, dt_ms: float) ->
 
 
 def correct_for_time_step(
-    cal: LIFCalibration, gap_mV: float, tau_m_ms: float, dt_ms: float, n_points: int = 161
+    cal: LIFCalibration,
+    gap_mV: float,
+    tau_m_ms: float,
+    dt_ms: float,
+    min_refractory_ms: float = 0.0,
+    n_points: int = 161,
 ) -> LIFCalibration:
     """``cal`` refitted for the neuron integrated at ``dt_ms``: gain and offset by least squares, the refractory period
-    the best of the whole-step values around it, so that `discrete_rate_hz` follows ``cal.target_rate_hz`` over the
-    calibration's current range. The result has ``dt_ms`` set (its rates are the discretized neuron's)."""
+    the best of the whole-step values around it (at least two steps and ``min_refractory_ms``), so that
+    `discrete_rate_hz` follows ``cal.target_rate_hz`` over the calibration's current range. The result has ``dt_ms``
+    set (its rates are the discretized neuron's)."""
     from scipy.optimize import least_squares
 
     current = np.linspace(cal.current_low, cal.current_high, n_points)
     target = cal.target_rate_hz(current)
     table = rate_table(cal.noise_mV, gap_mV, tau_m_ms, dt_ms)
     nearest = refractory_steps(cal.refractory_ms, dt_ms)
+    fewest = max(2, int(np.ceil(min_refractory_ms / dt_ms - 1e-3)))
     best = None
-    for steps in range(max(nearest - 1, 2), nearest + 3):
+    for steps in range(max(nearest - 1, fewest), max(nearest + 3, fewest + 1)):
         refractory = steps * dt_ms
 
         def residual(p: np.ndarray, refractory: float = refractory) -> np.ndarray:
