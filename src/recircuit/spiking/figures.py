@@ -232,19 +232,30 @@ def agreement_summary(ds: xr.Dataset, out_dir: Path) -> list[Path]:
 
 
 def fi_curves(ds: xr.Dataset, out_dir: Path) -> list[Path]:
-    """Lone-neuron rate vs constant current: simulated, target phi/lambda, predicted for the calibrated neuron."""
+    """Lone-neuron rate vs constant current per run: simulated, target phi/lambda, predicted for the calibrated
+    neuron (top); below, simulated and predicted minus target in % of the max rate, where a time-step bias shows."""
     runs = list(_runs(ds))
-    fig = Figure(figsize=(3.6 * len(runs), 3.2))
-    axes = fig.subplots(1, len(runs), squeeze=False)[0]
-    for ax, (name, run) in zip(axes, runs):
+    fig = Figure(figsize=(3.6 * len(runs), 5.4))
+    axes = fig.subplots(2, len(runs), squeeze=False, sharex="col", gridspec_kw={"height_ratios": [3, 2]})
+    for (ax, low), (name, run) in zip(axes.T, runs):
         current = run["fi_current"].values
         keep = np.isfinite(run["fi_rate_measured"].values)
-        ax.plot(current[keep], run["fi_rate_target"].values[keep], color=RATE_COLOUR, lw=1.2, label="phi / lambda")
-        ax.plot(current[keep], run["fi_rate_predicted"].values[keep], color="grey", lw=1.0, ls="--", label="predicted")
-        ax.plot(current[keep], run["fi_rate_measured"].values[keep], ".", color=SPIKE_COLOUR, ms=3, label="simulated")
-        ax.set(xlabel="rate-model current x (1)", ylabel="firing rate (Hz)")
+        order = np.argsort(current[keep])
+        x = current[keep][order]
+        target, predicted, measured = (
+            run[var].values[keep][order] for var in ("fi_rate_target", "fi_rate_predicted", "fi_rate_measured")
+        )
+        ax.plot(x, target, color=RATE_COLOUR, lw=1.2, label="phi / lambda")
+        ax.plot(x, predicted, color="grey", lw=1.0, ls="--", label="predicted")
+        ax.plot(x, measured, ".", color=SPIKE_COLOUR, ms=3, label="simulated")
+        ax.set(ylabel="firing rate (Hz)")
         ax.set_title(f"{name.replace('_', ' ')}\nRMS {100 * float(run['fi_rms']):.1f}% of max", fontsize=8)
-    axes[0].legend(fontsize=7, frameon=False)
+        percent = 100.0 * float(run["lambda_s"])
+        low.axhline(0.0, color=RATE_COLOUR, lw=0.8)
+        low.plot(x, percent * (predicted - target), color="grey", lw=1.0, ls="--")
+        low.plot(x, percent * (measured - target), ".", color=SPIKE_COLOUR, ms=3)
+        low.set(xlabel="rate-model current x (1)", ylabel="minus target (% of max)")
+    axes[0, 0].legend(fontsize=7, frameon=False)
     fig.tight_layout()
     return save_figure(fig, out_dir, "spiking_fi_curves")
 
