@@ -117,3 +117,38 @@ def test_correction_keeps_the_refractory_period_above_its_bound():
     cal = dataclasses.replace(lif_curve_calibration((-6.0, 6.0)), refractory_ms=1.0)
     assert correct_for_time_step(cal, GAP, TAU, 0.1, min_refractory_ms=1.0).refractory_ms >= 1.0 - 1e-12
     assert correct_for_time_step(cal, GAP, TAU, 0.1, min_refractory_ms=1.3).refractory_ms >= 1.3 - 1e-12
+
+
+def test_brian2_neurons_fire_at_the_discrete_rate_numpy_target():
+    """The twin's own network (Brian2, numpy target, lone neurons at constant current, the lif curve's neuron) fires
+    at `discrete_rate_hz`, within 4 standard errors over 400 neurons x 1 s per current, and not at the Siegert rate:
+    so the discretized model is Brian2's update order, refractory rule included."""
+    from recircuit.spiking.network import LIFConstants, NetworkShape, NeuronParameters, RunInputs, SpikingNetwork
+
+    constants, cal = LIFConstants(), lif_curve_calibration((-6.0, 6.0))
+    assert (constants.tau_m_ms, constants.threshold_gap_mV) == (TAU, GAP)
+    currents, replicas = np.array([-1.0, 0.0, 8.0]), 400
+    n = currents.size * replicas
+    shape = NetworkShape(n, 50, 0.02, 0.1)  # 1 s
+    parameters = NeuronParameters(
+        np.full(n, 0.1), np.zeros(n), cal.gain_mV, cal.offset_mV, cal.noise_mV, cal.refractory_ms
+    )
+    start = {
+        "v": np.random.default_rng(0).uniform(-65.0, -50.0, n),
+        "I_rec": np.zeros(n),
+        "g_rise": np.zeros(n),
+        "lastspike": np.full(n, -1e4),
+        "not_refractory": np.ones(n, dtype=bool),
+    }
+    drive = np.tile(np.repeat(currents, replicas), (shape.steps, 1))
+    with SpikingNetwork(shape, constants, target="numpy") as net:
+        out = net.run(RunInputs(np.zeros((n, n)), drive, parameters, start, seed=3))
+    # the first 50 ms from uniform starts are left out
+    late = out.spike_time_s >= 0.05
+    counts = np.bincount(out.spike_unit[late], minlength=n).reshape(currents.size, replicas) / (shape.duration_s - 0.05)
+    measured, se = counts.mean(1), counts.std(1, ddof=1) / np.sqrt(replicas)
+    drives = cal.gain_mV * currents + cal.offset_mV
+    predicted = discrete_rate_hz(drives, NOISE, GAP, TAU, cal.refractory_ms, 0.1)
+    siegert = siegert_rate_hz(drives, NOISE, GAP, TAU / 1e3, cal.refractory_ms / 1e3)
+    assert np.all(np.abs(measured - predicted) < 4 * se), (measured, predicted, se)
+    assert np.all(np.abs(measured - siegert) > 4 * se), (measured, siegert, se)
