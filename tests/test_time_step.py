@@ -121,7 +121,8 @@ def test_correction_keeps_the_refractory_period_above_its_bound():
 
 def test_brian2_neurons_fire_at_the_discrete_rate_numpy_target():
     """The twin's own network (Brian2, numpy target, lone neurons at constant current, the lif curve's neuron) fires
-    at `discrete_rate_hz`, within 4 standard errors over 400 neurons x 1 s per current, and not at the Siegert rate:
+    at `discrete_rate_hz`, within 4 standard errors (400 neurons x 1 s per current) or 0.5 Hz, and 1.5 Hz or more
+    away from the Siegert rate:
     so the discretized model is Brian2's update order, refractory rule included."""
     from recircuit.spiking.network import LIFConstants, NetworkShape, NeuronParameters, RunInputs, SpikingNetwork
 
@@ -150,5 +151,6 @@ def test_brian2_neurons_fire_at_the_discrete_rate_numpy_target():
     drives = cal.gain_mV * currents + cal.offset_mV
     predicted = discrete_rate_hz(drives, NOISE, GAP, TAU, cal.refractory_ms, 0.1)
     siegert = siegert_rate_hz(drives, NOISE, GAP, TAU / 1e3, cal.refractory_ms / 1e3)
-    assert np.all(np.abs(measured - predicted) < 4 * se), (measured, predicted, se)
-    assert np.all(np.abs(measured - siegert) > 4 * se), (measured, siegert, se)
+    # regular firing at x = 8 makes the SE tiny (0.07 Hz): there the bound is 0.5 Hz, 0.25% of the max rate
+    assert np.all(np.abs(measured - predicted) < np.maximum(4 * se, 0.5)), (measured, predicted, se)
+    assert np.all(np.abs(measured - siegert) > np.maximum(4 * se, 1.5)), (measured, siegert, se)
