@@ -122,8 +122,7 @@ def test_correction_keeps_the_refractory_period_above_its_bound():
 def test_brian2_neurons_fire_at_the_discrete_rate_numpy_target():
     """The twin's own network (Brian2, numpy target, lone neurons at constant current, the lif curve's neuron) fires
     at `discrete_rate_hz`, within 4 standard errors (400 neurons x 1 s per current) or 0.5 Hz, and 1.5 Hz or more
-    away from the Siegert rate:
-    so the discretized model is Brian2's update order, refractory rule included."""
+    away from the Siegert rate: so the discretized model is Brian2's update order, refractory rule included."""
     from recircuit.spiking.network import LIFConstants, NetworkShape, NeuronParameters, RunInputs, SpikingNetwork
 
     constants, cal = LIFConstants(), lif_curve_calibration((-6.0, 6.0))
