@@ -447,7 +447,7 @@ class LIFCalibration:
     def lif_activation(
         self, gap_mV: float, tau_m_ms: float, n_points: int = 20_001
     ) -> Callable[[np.ndarray], np.ndarray]:
-        """x -> lambda f_LIF(x): the fitted LIF f-I curve in the rate model's units (where sigmoid(x) was).
+        """x -> lambda f_LIF(x): the calibrated neuron's f-I curve (`rate_hz`) in the rate model's units.
 
         Tabulated on ``n_points`` currents spanning 5x the operating range and interpolated linearly; beyond the
         table the rate is held at its end values (the neuron is silent or saturated there)."""

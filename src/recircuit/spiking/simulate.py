@@ -806,8 +806,9 @@ def spike(
     decoded = decode(model, spiking_readout(circuit, cal, spk.rates_hz))
     error = decoding_error(model, decoded, trials.states)
     error_ratio = {k: float(error.mean() / trials.error[k].mean()) for k in RATE_NOISE}
-    # The f-I curve alone: the rate circuit with the twin's LIF curve in place of the sigmoid and no spikes. Its
-    # error against the noise-free rate circuit's separates f-I mismatch from spike noise in the twin's error.
+    # The f-I curve alone: the rate circuit with the twin's neuron's predicted f-I curve (its time step included
+    # when spiking.time_step_correction) in place of its own and no spikes. Its error against the noise-free rate
+    # circuit's separates f-I mismatch from spike noise in the twin's error.
     lif = cal.lif_activation(sp.threshold_gap_mV, sp.tau_m_ms)
     fi_only_rates = simulate_rate_circuit(circuit, trials.inputs, trials.initial_rates, lif)
     fi_only_error = decoding_error(
