@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 
 from recircuit.circuit.lif_curve import LIF_CURVE, siegert_rate_hz
-from recircuit.spiking.convert import lif_curve_calibration
+from recircuit.spiking.convert import correct_for_time_step, lif_curve_calibration
 from recircuit.spiking.network import REFRACTORY
 from recircuit.spiking.time_step import (
-    correct_for_time_step,
     discrete_rate_hz,
     rate_table,
     refractory_steps,

@@ -5,7 +5,7 @@ Modules (import them directly; this package imports nothing, so `recircuit --hel
 - ``convert``: rate -> LIF conversion (refusals, tanh rewrite, f-I calibration: `rate_circuit_from_model`,
   `calibrate_lif`, `siegert_rate_hz`);
 - ``time_step``: the exact rate of the LIF neuron as integrated at the twin's time step, and the calibration refitted
-  for it (`discrete_rate_hz`, `correct_for_time_step`);
+  for it (`discrete_rate_hz`, `fit_drive`; `convert.correct_for_time_step` applies it to a calibration);
 - ``network``: the Brian2 network, built once per size and run many times (`SpikingNetwork`, `RunInputs`,
   `filter_spikes`);
 - ``simulate``: the protocol that writes spiking.nc (`spike`);

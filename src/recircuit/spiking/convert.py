@@ -41,7 +41,7 @@ drive. Error normalization (``errors``) and the homeostatic loss act only in tra
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ from scipy.optimize import least_squares
 from scipy.special import expit
 
 from recircuit.circuit.lif_curve import LIF_CURVE, lif_activation, siegert_rate_hz
-from recircuit.spiking.time_step import rate_table
+from recircuit.spiking.time_step import fit_drive, rate_table
 
 # What the converter knows about the rate circuit; anything else is a mechanism without a spiking counterpart.
 KNOWN_PARAMETERS = frozenset(
@@ -518,6 +518,28 @@ def calibrate_lif(
         current_low=low,
         current_high=high,
         rms_error_hz=rms,
+    )
+
+
+def correct_for_time_step(
+    cal: LIFCalibration,
+    gap_mV: float,
+    tau_m_ms: float,
+    dt_ms: float,
+    min_refractory_ms: float = 0.0,
+    n_points: int = 161,
+) -> LIFCalibration:
+    """``cal`` refitted for the neuron integrated at ``dt_ms`` (`time_step.fit_drive`): gain, offset and a refractory
+    period of whole steps (at least two and ``min_refractory_ms``) such that the discretized neuron follows
+    ``cal.target_rate_hz`` over the calibration's current range. The result has ``dt_ms`` set (`rate_hz` is then the
+    discretized neuron's rate)."""
+    current = np.linspace(cal.current_low, cal.current_high, n_points)
+    gain, offset, refractory, rms = fit_drive(
+        current, cal.target_rate_hz(current), cal.gain_mV, cal.offset_mV, cal.refractory_ms, cal.noise_mV, gap_mV,
+        tau_m_ms, dt_ms, cal.lambda_s, min_refractory_ms,
+    )  # fmt: skip
+    return replace(
+        cal, gain_mV=gain, offset_mV=offset, refractory_ms=refractory, rms_error_hz=rms, dt_ms=dt_ms
     )
 
 

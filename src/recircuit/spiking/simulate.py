@@ -74,6 +74,7 @@ from recircuit.spiking.convert import (
     RateTrajectories,
     calibrate_lif,
     check_convertible,
+    correct_for_time_step,
     lif_curve_calibration,
     rate_circuit_from_model,
 )
@@ -89,7 +90,6 @@ from recircuit.spiking.network import (
     filter_spikes,
     resting_state,
 )
-from recircuit.spiking.time_step import correct_for_time_step
 
 SPIKING_FILE = "spiking.nc"
 RATE_NOISE = ("evaluation", "none")

@@ -12,20 +12,16 @@ at reset for ``R - 1`` steps (R = the refractory period in whole steps), then ea
 ``(1 - a) v + a mu + sigma sqrt(a) z`` (a = dt / tau_m, z ~ N(0, 1)) until v exceeds the threshold. The mean number
 of integration steps to threshold, E[k], solves ``m(v) = 1 + int_{v' < gap} P(v -> v') m(v') dv'`` on a grid of v
 (Nystroem, the Gaussian transition integrated over each grid cell), so the rate 1 / (dt (R - 1 + E[k])) is free of
-sampling noise. `correct_for_time_step` refits a calibration's drive (gain, offset) and refractory period (whole
-steps) so that this rate, not the Siegert rate, follows the calibration's target f-I curve.
+sampling noise. `fit_drive` fits the drive (gain, offset) and refractory period (whole steps) so that this rate, not
+the Siegert rate, follows a target f-I curve (`recircuit.spiking.convert.correct_for_time_step` applies it to a
+calibration).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from recircuit.spiking.convert import LIFCalibration
 
 GRID_PER_STEP_SD = 6  # grid points of v per SD of one step's noise (finer changes rates by < 0.02 Hz)
 TABLE_POINTS = 200  # drives at which E[k] is solved where the rate bends; cubic interpolation between them
@@ -117,44 +113,40 @@ def rate_table(noise_mV: float, gap_mV: float, tau_m_ms: float, dt_ms: float) ->
     return DiscreteRateTable(float(noise_mV), float(gap_mV), float(tau_m_ms), float(dt_ms))
 
 
-def correct_for_time_step(
-    cal: LIFCalibration,
+def fit_drive(
+    current: np.ndarray,
+    target_hz: np.ndarray,
+    gain_mV: float,
+    offset_mV: float,
+    refractory_ms: float,
+    noise_mV: float,
     gap_mV: float,
     tau_m_ms: float,
     dt_ms: float,
+    lambda_s: float,
     min_refractory_ms: float = 0.0,
-    n_points: int = 161,
-) -> LIFCalibration:
-    """``cal`` refitted for the neuron integrated at ``dt_ms``: gain and offset by least squares, the refractory period
-    the best of the whole-step values around it (at least two steps and ``min_refractory_ms``), so that
-    `discrete_rate_hz` follows ``cal.target_rate_hz`` over the calibration's current range. The result has ``dt_ms``
-    set (its rates are the discretized neuron's)."""
+) -> tuple[float, float, float, float]:
+    """(gain mV, offset mV, refractory ms, RMS error Hz) for which the neuron integrated at ``dt_ms`` fires at
+    ``target_hz`` at rate-model currents ``current`` (drive gain x + offset): gain and offset by least squares from
+    the given ones (residuals in units of the max rate 1 / ``lambda_s``), the refractory period the best of the
+    whole-step values around the given one (at least two steps and ``min_refractory_ms``)."""
     from scipy.optimize import least_squares
 
-    current = np.linspace(cal.current_low, cal.current_high, n_points)
-    target = cal.target_rate_hz(current)
-    table = rate_table(cal.noise_mV, gap_mV, tau_m_ms, dt_ms)
-    nearest = refractory_steps(cal.refractory_ms, dt_ms)
+    table = rate_table(noise_mV, gap_mV, tau_m_ms, dt_ms)
+    nearest = refractory_steps(refractory_ms, dt_ms)
     fewest = max(2, int(np.ceil(min_refractory_ms / dt_ms - 1e-3)))
     best = None
     for steps in range(max(nearest - 1, fewest), max(nearest + 3, fewest + 1)):
         refractory = steps * dt_ms
 
         def residual(p: np.ndarray, refractory: float = refractory) -> np.ndarray:
-            return (table.rate_hz(p[0] * current + p[1], refractory) - target) * cal.lambda_s
+            return (table.rate_hz(p[0] * current + p[1], refractory) - target_hz) * lambda_s
 
-        fit = least_squares(residual, np.array([cal.gain_mV, cal.offset_mV]), x_scale=[cal.gain_mV, gap_mV])
+        fit = least_squares(residual, np.array([gain_mV, offset_mV]), x_scale=[gain_mV, gap_mV])
         if best is None or fit.cost < best[0].cost:
             best = (fit, refractory)
     assert best is not None
     fit, refractory = best
     gain, offset = map(float, fit.x)
-    rates = table.rate_hz(gain * current + offset, refractory)
-    return dataclasses.replace(
-        cal,
-        gain_mV=gain,
-        offset_mV=offset,
-        refractory_ms=refractory,
-        rms_error_hz=float(np.sqrt(np.mean((rates - target) ** 2))),
-        dt_ms=dt_ms,
-    )
+    rms = float(np.sqrt(np.mean((table.rate_hz(gain * current + offset, refractory) - target_hz) ** 2)))
+    return gain, offset, refractory, rms
