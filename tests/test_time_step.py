@@ -152,3 +152,11 @@ def test_brian2_neurons_fire_at_the_discrete_rate_numpy_target():
     # regular firing at x = 8 makes the SE tiny (0.07 Hz): there the bound is 0.5 Hz, 0.25% of the max rate
     assert np.all(np.abs(measured - predicted) < np.maximum(4 * se, 0.5)), (measured, predicted, se)
     assert np.all(np.abs(measured - siegert) > np.maximum(4 * se, 1.5)), (measured, siegert, se)
+
+
+def test_a_time_step_not_below_the_membrane_time_constant_is_refused(make_spec):
+    """The discretized neuron needs dt < tau_m; the spec says so, naming both fields."""
+    from recircuit.spec import SpecError
+
+    with pytest.raises(SpecError, match=r"dt_ms \(2.0\) must be smaller than tau_m_ms \(2.0\)"):
+        make_spec("path_integration", {"spiking.dt_ms": 2.0, "spiking.tau_m_ms": 2.0, "spiking.min_refractory_ms": 2.0})

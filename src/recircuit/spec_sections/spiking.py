@@ -92,6 +92,11 @@ class SpikingSpec(StrictModel):
                 f"normalization_tau_ms ({self.normalization_tau_ms}) must exceed tau_rise_ms ({self.tau_rise_ms}): "
                 "the synaptic kernel's decay must be slower than its rise"
             )
+        if self.dt_ms >= self.tau_m_ms:
+            raise ValueError(
+                f"dt_ms ({self.dt_ms}) must be smaller than tau_m_ms ({self.tau_m_ms}): the membrane is integrated in "
+                "Euler steps of dt_ms"
+            )
         if self.min_refractory_ms < self.dt_ms:
             raise ValueError(f"min_refractory_ms ({self.min_refractory_ms}) must be >= dt_ms ({self.dt_ms})")
         fastest = 1000.0 / max(self.max_rate_grid_hz)
