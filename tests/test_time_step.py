@@ -122,7 +122,14 @@ def test_brian2_neurons_fire_at_the_discrete_rate_numpy_target():
     """The twin's own network (Brian2, numpy target, lone neurons at constant current, the lif curve's neuron) fires
     at `discrete_rate_hz`, within 4 standard errors (400 neurons x 1 s per current) or 0.5 Hz, and 1.5 Hz or more
     away from the Siegert rate: so the discretized model is Brian2's update order, refractory rule included."""
-    from recircuit.spiking.network import LIFConstants, NetworkShape, NeuronParameters, RunInputs, SpikingNetwork
+    from recircuit.spiking.network import (
+        LIFConstants,
+        NetworkShape,
+        NeuronParameters,
+        RunInputs,
+        SpikingNetwork,
+        resting_state,
+    )
 
     constants, cal = LIFConstants(), lif_curve_calibration((-6.0, 6.0))
     assert (constants.tau_m_ms, constants.threshold_gap_mV) == (TAU, GAP)
@@ -132,13 +139,7 @@ def test_brian2_neurons_fire_at_the_discrete_rate_numpy_target():
     parameters = NeuronParameters(
         np.full(n, 0.1), np.zeros(n), cal.gain_mV, cal.offset_mV, cal.noise_mV, cal.refractory_ms
     )
-    start = {
-        "v": np.random.default_rng(0).uniform(-65.0, -50.0, n),
-        "I_rec": np.zeros(n),
-        "g_rise": np.zeros(n),
-        "lastspike": np.full(n, -1e4),
-        "not_refractory": np.ones(n, dtype=bool),
-    }
+    start = resting_state(shape, np.random.default_rng(0).uniform(-65.0, -50.0, n))
     drive = np.tile(np.repeat(currents, replicas), (shape.steps, 1))
     with SpikingNetwork(shape, constants, target="numpy") as net:
         out = net.run(RunInputs(np.zeros((n, n)), drive, parameters, start, seed=3))

@@ -431,18 +431,23 @@ class LIFCalibration:
         current = np.asarray(current, dtype=np.float64)
         return (LIF_CURVE(current) if self.target == "lif" else expit(current)) / self.lambda_s
 
+    def drive_mV(self, current: np.ndarray) -> np.ndarray:
+        """Membrane drive gain x + offset (mV above rest) at rate-model current x."""
+        return self.gain_mV * np.asarray(current, dtype=np.float64) + self.offset_mV
+
     def siegert_rate_hz(self, current: np.ndarray, gap_mV: float, tau_m_ms: float) -> np.ndarray:
         """The fitted LIF rate (diffusion approximation, continuous time) at rate-model current x, Hz."""
-        drive = self.gain_mV * np.asarray(current, dtype=np.float64) + self.offset_mV
-        return siegert_rate_hz(drive, self.noise_mV, gap_mV, tau_m_ms / 1000.0, self.refractory_ms / 1000.0)
+        return siegert_rate_hz(
+            self.drive_mV(current), self.noise_mV, gap_mV, tau_m_ms / 1000.0, self.refractory_ms / 1000.0
+        )
 
     def rate_hz(self, current: np.ndarray, gap_mV: float, tau_m_ms: float) -> np.ndarray:
         """The calibrated neuron's rate at rate-model current x, Hz: as integrated at ``dt_ms`` (`time_step.rate_table`)
         where the calibration was fitted for it, else the Siegert rate."""
         if self.dt_ms is None:
             return self.siegert_rate_hz(current, gap_mV, tau_m_ms)
-        drive = self.gain_mV * np.asarray(current, dtype=np.float64) + self.offset_mV
-        return rate_table(self.noise_mV, gap_mV, tau_m_ms, self.dt_ms).rate_hz(drive, self.refractory_ms)
+        table = rate_table(self.noise_mV, gap_mV, tau_m_ms, self.dt_ms)
+        return table.rate_hz(self.drive_mV(current), self.refractory_ms)
 
     def lif_activation(
         self, gap_mV: float, tau_m_ms: float, n_points: int = 20_001

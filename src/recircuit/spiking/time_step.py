@@ -71,12 +71,16 @@ def steps_to_threshold(
     return result
 
 
+def _rate_hz(steps: np.ndarray, refractory_ms: float, dt_ms: float) -> np.ndarray:
+    """1 / (dt (R - 1 + E[k])), Hz: R - 1 steps held at reset, then E[k] integrated steps to threshold."""
+    return 1000.0 / (dt_ms * (refractory_steps(refractory_ms, dt_ms) - 1 + steps))
+
+
 def discrete_rate_hz(
     drive_mV: np.ndarray, noise_mV: float, gap_mV: float, tau_m_ms: float, refractory_ms: float, dt_ms: float
 ) -> np.ndarray:
     """Stationary rate (Hz) of the twin's neuron as Brian2 integrates it at constant drive (mV above rest)."""
-    dead = refractory_steps(refractory_ms, dt_ms) - 1
-    return 1000.0 / (dt_ms * (dead + steps_to_threshold(drive_mV, noise_mV, gap_mV, tau_m_ms, dt_ms)))
+    return _rate_hz(steps_to_threshold(drive_mV, noise_mV, gap_mV, tau_m_ms, dt_ms), refractory_ms, dt_ms)
 
 
 class DiscreteRateTable:
@@ -103,8 +107,7 @@ class DiscreteRateTable:
         there: the neuron fires in the first step it is integrated)."""
         drive = np.asarray(drive_mV, dtype=np.float64)
         steps = np.exp(self._log_steps(np.clip(drive, self.silent_mV, self.top_mV)))
-        dead = refractory_steps(refractory_ms, self.dt_ms) - 1
-        return np.where(drive < self.silent_mV, 0.0, 1000.0 / (self.dt_ms * (dead + steps)))
+        return np.where(drive < self.silent_mV, 0.0, _rate_hz(steps, refractory_ms, self.dt_ms))
 
 
 @functools.lru_cache(maxsize=8)
