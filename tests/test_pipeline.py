@@ -60,19 +60,32 @@ def test_dry_run_of_each_shipped_config(tmp_path, config):
     assert "train" in result.stdout + result.stderr
 
 
-def test_sigmoid_overlay_retrains_a_sweep_with_the_sigmoid_elsewhere(tmp_path):
-    """workflows/config/sigmoid.yaml after a sweep config keeps the sweep's scale, adds the activation, and writes to
-    results_sigmoid/; on its own it is refused (it is not a sweep)."""
+# overlay -> (text every training command of it has, text only its path integrators' commands have)
+OVERLAYS = {
+    "sigmoid": ("'network.activation=\"sigmoid\"'", ""),
+    "mse": ("", "'training.loss=\"mse\"' task.place_cells.code_gain=100.0"),
+}
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_overlay_retrains_a_sweep_elsewhere_with_its_change(tmp_path, overlay):
+    """workflows/config/<overlay>.yaml after a sweep config keeps the sweep's scale, adds its change, and writes to
+    results_<overlay>/; on its own it is refused (it is not a sweep)."""
+    every, path_integration_only = OVERLAYS[overlay]
     work = workflow_copy(tmp_path)
-    configs = ["workflows/config/reactivation.yaml", "workflows/config/sigmoid.yaml"]
+    configs = ["workflows/config/reactivation.yaml", f"workflows/config/{overlay}.yaml"]
     result = snakemake(work, "-n", "-p", "--cores", "2", "--configfile", *configs)
     assert result.returncode == 0, result.stderr
     trains = [line for line in result.stdout.splitlines() if "recircuit train-ensemble" in line]
     assert len(trains) == 10  # 2 tasks x 5 variants, 5 seeds each
     for line in trains:
-        assert "'network.activation=\"sigmoid\"'" in line and "training.steps=4000" in line
-        assert "--out results_sigmoid/" in line
-    alone = snakemake(work, "-n", "--cores", "2", "--configfile", "workflows/config/sigmoid.yaml")
+        assert every in line and "training.steps=4000" in line
+        assert f"--out results_{overlay}/" in line
+        is_path_integration = "circuits/path_integration.yaml" in line
+        assert "network.n_exc=100" in line if is_path_integration else "network.n_exc" not in line
+        if path_integration_only:
+            assert (path_integration_only in line) == is_path_integration
+    alone = snakemake(work, "-n", "--cores", "2", "--configfile", f"workflows/config/{overlay}.yaml")
     assert alone.returncode != 0 and "circuits" in alone.stderr + alone.stdout
 
 

@@ -10,7 +10,7 @@ import torch
 from conftest import assert_close
 
 from recircuit.spec import HeadDirectionTask, PathIntegrationTask
-from recircuit.learning.train import chunk_stop
+from recircuit.learning.train import chunk_stop, task_loss
 from recircuit.tasks import HeadDirection, PathIntegration, TrialBatch, TrialChunk, make_task
 from recircuit.tasks.head_direction import wrap_angle
 
@@ -160,6 +160,19 @@ def test_place_cell_code_is_a_distribution():
     code = sample(task, 16, 10).targets
     assert (code >= 0).all()
     assert_close(code.sum(-1), torch.ones(16, 10))
+
+
+def test_place_cell_code_gain_scales_the_code_and_changes_neither_decoding_nor_cross_entropy():
+    plain, scaled = path_task(), path_task(place_cells={"n_cells": 64, "code_gain": 100.0})
+    positions = (torch.rand(50, 2, generator=torch.Generator().manual_seed(2)) * 2 - 1) * 1.1
+    code, scaled_code = plain.encode(positions), scaled.encode(positions)
+    assert_close(scaled_code, 100.0 * code)
+    into = torch.empty_like(scaled_code)
+    assert torch.equal(scaled.encode(positions, out=into), scaled_code)
+    assert torch.equal(scaled.decode(scaled_code), plain.decode(code))
+    outputs = torch.randn(50, 64, generator=torch.Generator().manual_seed(3))
+    assert_close(task_loss(outputs, scaled_code, "cross_entropy"), task_loss(outputs, code, "cross_entropy"))
+    assert not torch.allclose(task_loss(outputs, scaled_code, "mse"), task_loss(outputs, code, "mse"))
 
 
 def test_place_cell_code_peaks_at_the_nearest_centre():

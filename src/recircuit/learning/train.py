@@ -156,6 +156,11 @@ def train(
         f"rule {cfg.rule}"
         + (f", finite training set of {cfg.n_train_trajectories} trajectories" if train_set is not None else "")
     )
+    if cfg.loss == "mse" and task.kind == "path_integration" and spec.task.place_cells.code_gain == 1.0:
+        log(
+            "note: MSE on the place-cell code at task.place_cells.code_gain 1 (code peak about 0.04) learns slowly "
+            "or not at all with Adam; a gain near 100 learns (see the spec's description)"
+        )
     loss_buffer = torch.zeros(steps, device=device)
     norm_buffer = torch.zeros(steps, device=device)
     max_norm = cfg.grad_clip_norm if cfg.grad_clip_norm > 0 else float("inf")

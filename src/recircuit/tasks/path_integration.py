@@ -26,6 +26,7 @@ class PathIntegration:
         half = spec.arena_m / 2
         self.centres = ((torch.rand(spec.place_cells.n_cells, 2, generator=layout) * 2 - 1) * half).to(self.device)
         self.n_cells = spec.place_cells.n_cells
+        self.code_gain = spec.place_cells.code_gain
         self.centre_offsets = -0.5 * (self.centres**2).sum(-1)  # -|c|^2 / 2, per cell
         mean_speed = spec.speed_scale_m_per_s * math.sqrt(math.pi / 2)
         self.input_scale = mean_speed * spec.dt_s / math.sqrt(2)  # RMS of one displacement component, m
@@ -94,7 +95,8 @@ class PathIntegration:
         return sample_batch(self, batch_size, steps, generator)
 
     def encode(self, positions: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """Place-cell code softmax(-|x - c|^2 / (2 w^2)) over cells, shape (..., n_cells), written into ``out`` if given.
+        """Place-cell code gain x softmax(-|x - c|^2 / (2 w^2)) over cells, shape (..., n_cells), written into ``out``
+        if given.
 
         |x - c|^2 = |x|^2 - 2 x.c + |c|^2 and softmax ignores the |x|^2 term, constant over cells, so the logits
         are (x.c - |c|^2 / 2) / w^2: one matrix product instead of a (..., n_cells, 2) difference tensor.
@@ -103,9 +105,10 @@ class PathIntegration:
         flat = positions.reshape(-1, 2)
         logits = torch.addmm(self.centre_offsets, flat, self.centres.T, beta=inv_var, alpha=inv_var)
         shape = (*positions.shape[:-1], self.n_cells)
-        if out is None:
-            return torch.softmax(logits, dim=-1).view(shape)
-        return torch.softmax(logits, dim=-1, out=out.view(-1, self.n_cells)).view(shape)
+        code = torch.softmax(logits, dim=-1, out=None if out is None else out.view(-1, self.n_cells))
+        if self.code_gain != 1.0:
+            code.mul_(self.code_gain)
+        return code.view(shape)
 
     def decode(self, outputs: torch.Tensor) -> torch.Tensor:
         """Position (m): mean centre of the k most active outputs."""
