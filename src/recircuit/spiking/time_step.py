@@ -151,5 +151,4 @@ def fit_drive(
     assert best is not None
     fit, refractory = best
     gain, offset = map(float, fit.x)
-    rms = float(np.sqrt(np.mean((table.rate_hz(gain * current + offset, refractory) - target_hz) ** 2)))
-    return gain, offset, refractory, rms
+    return gain, offset, refractory, float(np.sqrt(np.mean(fit.fun**2))) / lambda_s
