@@ -8,7 +8,6 @@ Prints the rates, then the ratio (recircuit / numpy) on the last line.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 
 import numpy as np

@@ -166,6 +166,25 @@ def test_rerun_is_a_no_op(tiny_run):
 
 
 @pytest.mark.slow
+def test_changed_analysis_settings_rerun_the_analyses_not_the_training(tiny_run):
+    """reactivation.* and spiking.* overrides go to the quiesce and spike jobs, not to training: after a change to
+    the reactivation windows the sweep quiesces again and recomputes the metrics (and the twins' offline KL), and
+    trains nothing."""
+    config = (tiny_run / "workflows/config/tiny.yaml").read_text()
+    changed = config.replace("reactivation.burn_in_steps: 10", "reactivation.burn_in_steps: 5\n"
+                             "    reactivation.distribution_steps: 20")  # fmt: skip
+    assert changed != config
+    (tiny_run / "windows.yaml").write_text(changed)
+    result = snakemake(tiny_run, "-n", "-p", "--cores", "2", "--configfile", "windows.yaml")
+    assert result.returncode == 0, result.stderr
+    jobs = result.stdout + result.stderr
+    assert "recircuit quiesce" in jobs and "reactivation.distribution_steps=20" in jobs
+    assert "recircuit reactivation " in jobs
+    for command in ("recircuit train", "recircuit evaluate"):
+        assert command not in jobs, command
+
+
+@pytest.mark.slow
 def test_killed_training_leaves_no_complete_result_and_rerun_resumes(tmp_path):
     work = workflow_copy(tmp_path)
     config = (work / "workflows/config/tiny.yaml").read_text()
@@ -205,7 +224,6 @@ def test_killed_training_leaves_no_complete_result_and_rerun_resumes(tmp_path):
     assert "resuming" in log
 
 
-@pytest.mark.slow
 @pytest.mark.slow
 def test_many_seed_sweep_trains_and_evaluates_each_variant_as_one_ensemble_job(tmp_path):
     work = workflow_copy(tmp_path)

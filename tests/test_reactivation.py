@@ -25,7 +25,7 @@ from recircuit.circuit.network import Noise
 from recircuit.cli import main
 from recircuit.learning.evaluate import evaluate
 from recircuit.results import combine, open_dataset
-from recircuit.spec import SpecError, load_spec
+from recircuit.spec import SpecError, load_spec, spec_from_json
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -362,6 +362,7 @@ def test_reactivation_table_and_cli(pi_runs, tmp_path):
     assert ds["position_variance"].sel(quiescent="noise_free").item() < 1e-8
     assert ds["position_variance"].sel(quiescent="uniform").item() == pytest.approx(2 * 2.2**2 / 12, rel=0.1)
     assert ds["occupancy"].sum(["x_bin", "y_bin"]).values == pytest.approx(1.0)
+    assert ds.attrs["distribution_window_steps"] == ds.attrs["variance_window_steps"] == "101-150"
     # time course over the whole quiescence (150 steps, windows of 50: burn-in included), uniform after burn-in only
     course = ds["coverage_time_course"].squeeze()
     assert course.sizes["offline_window"] == 3 and ds["offline_window"].values.tolist() == pytest.approx([0, 1, 2])
@@ -380,6 +381,52 @@ def test_reactivation_table_and_cli(pi_runs, tmp_path):
     assert main(["reactivation", "--run", f"a={tmp_path / 'missing'}", "--out", str(out)]) == 2
     assert main(["quiesce", str(tmp_path / "missing")]) == 2
     assert main(["quiesce", str(runs["noisy"]), "--set", "reactivation.bogus=1"]) == 2
+
+
+def test_distribution_and_variance_windows_are_the_reference_protocol(pi_runs, tmp_path):
+    """KL, coverage and the other distribution metrics read only reactivation.distribution_steps after the burn-in;
+    the output variance only the steps after variance_burn_in_steps (the reference: KL on 1000 steps, variance after
+    1000 of 2000): the windowed table equals one computed on a quiescence cut to the window by hand."""
+    run, quiet = pi_runs["noisy"], tmp_path / "quiescence.nc"
+    windows = ["reactivation.burn_in_steps=10", "reactivation.distribution_steps=40",
+               "reactivation.variance_burn_in_steps=100"]  # fmt: skip
+    quiesce(run, quiet, overrides=windows, device="cpu", log=lambda _: None)
+    waking, q = open_dataset(run / "waking.nc"), open_dataset(quiet)
+    rs = spec_from_json(q.attrs["spec_json"]).reactivation
+    assert (rs.burn_in_steps, rs.distribution_steps, rs.variance_burn_in_steps) == (10, 40, 100)
+    windowed = R.reactivation_dataset({"noisy": (waking, q)}, rs)
+    unwindowed = rs.model_copy(update={"distribution_steps": None, "variance_burn_in_steps": None})
+    cut = R.reactivation_dataset({"noisy": (waking, q.isel(time=slice(0, 40)))}, unwindowed)
+    for name in ("kl", "coverage", "position_step", "mean_radius", "occupancy"):
+        np.testing.assert_array_equal(windowed[name].values, cut[name].values, err_msg=name)
+    whole = R.reactivation_dataset({"noisy": (waking, q)}, unwindowed)
+    assert not np.array_equal(windowed["coverage"].values, whole["coverage"].values)
+    decoded = q["decoded_position"].sel(condition="trained").squeeze().values  # steps 11-150
+    variance = R.output_variance(decoded[:, 90:])
+    assert windowed["position_variance"].sel(quiescent="noisy").item() == pytest.approx(variance, rel=1e-6)
+    assert q["position_variance"].sel(condition="trained").item() == pytest.approx(variance, rel=1e-6)
+    assert variance != pytest.approx(R.output_variance(decoded), rel=1e-3)
+    assert windowed.attrs["distribution_window_steps"] == "11-50"
+    assert windowed.attrs["variance_window_steps"] == "101-150"
+    # a stored quiescence is re-windowed at the reactivation step: the fixture's (burn-in 100) with these windows
+    # gives the same rows as the quiescence run with them (the uniform draws alone depend on the burn-in)
+    rewindowed = R.reactivation_dataset({"noisy": (waking, open_dataset(run / "quiescence.nc"))}, rs)
+    rows = ["noisy", "untrained"]
+    for name in ("kl", "coverage", "position_variance", "position_step", "mean_radius"):
+        np.testing.assert_array_equal(
+            rewindowed[name].sel(quiescent=rows).values, windowed[name].sel(quiescent=rows).values, err_msg=name
+        )
+    # windows that do not fit are refused, naming the fields
+    for bad, field in (("reactivation.distribution_steps=141", "distribution_steps"),
+                       ("reactivation.variance_burn_in_steps=5", "variance_burn_in_steps"),
+                       ("reactivation.variance_burn_in_steps=150", "variance_burn_in_steps")):  # fmt: skip
+        with pytest.raises(SpecError, match=field):
+            tiny_spec("path_integration", ["reactivation.burn_in_steps=10", bad])
+    with pytest.raises(ValueError, match=r"steps 11-50 \(reactivation.burn_in_steps, reactivation.distribution_"):
+        R.reactivation_dataset({"noisy": (waking, q.isel(time=slice(0, 30)))}, rs)
+    old_file = q.drop_vars("burn_in_decoded_position")  # written before the burn-in was kept
+    with pytest.raises(ValueError, match="not all in quiescence.nc, which holds 150 steps, 10 of them burn-in"):
+        R.reactivation_dataset({"noisy": (waking, old_file)}, rs.model_copy(update={"burn_in_steps": 5}))
 
 
 def test_reactivation_head_direction(tmp_path):
@@ -510,7 +557,9 @@ def test_reactivation_report_counts_the_seeds_where_each_claim_holds():
     assert rows[("hd", "biased drift counter-clockwise and significant (sign test p < 0.05)")] == (1, 3, 0.3)
     assert not any(c == "pi" and "resultant" in claim for c, claim in rows)  # heading claims only for heading
     assert not any("unconstrained" in claim for _, claim in rows)  # no such variant in this sweep
-    assert "2/3 seeds" in report(ds)
+    assert "2/3 seeds" in report(ds) and "quiescent steps" not in report(ds)
+    ds.attrs.update(distribution_window_steps="101-1000", variance_window_steps="1001-2000")
+    assert report(ds).endswith("distribution metrics 101-1000, output variance 1001-2000")
 
 
 def test_reactivation_report_checks_the_unconstrained_pair_like_the_dale_pair():

@@ -33,7 +33,7 @@ from recircuit.spiking.network import (
     SpikingNetwork,
     filter_spikes,
 )
-from recircuit.spiking.simulate import simulate_rate_circuit
+from recircuit.spiking.simulate import offline_kl, simulate_rate_circuit
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 CONSTANTS = LIFConstants()
@@ -819,3 +819,21 @@ def test_discrete_matched_synaptic_decay_reproduces_the_euler_leak():
     np.testing.assert_array_equal(synaptic_decay_s(tau, step, "rate_tau"), tau)
     with pytest.raises(ValueError, match="dt/tau < 1"):
         synaptic_decay_s(np.array([0.02]), 0.02, "discrete_matched")
+
+
+def test_twin_offline_kl_reads_the_distribution_window_only(make_spec):
+    """The twin's offline KL uses reactivation.distribution_steps after the burn-in, as the rate analysis does:
+    steps past the window (here far from the waking positions) change nothing."""
+    window = {"reactivation.duration_steps": 300, "reactivation.burn_in_steps": 100,
+              "reactivation.distribution_steps": 50}  # fmt: skip
+    model, _ = build_circuit(make_spec("path_integration", window))
+    rng = np.random.default_rng(0)
+    waking = rng.uniform(-1.0, 1.0, (20, 50, 2))
+    inside = rng.uniform(-0.5, 0.5, (20, 50, 2))
+    far = np.concatenate([inside, np.full((20, 150, 2), 0.9)], axis=1)
+    kl_window, kl_uniform = offline_kl(model, far, waking, 2.2)
+    assert kl_window == offline_kl(model, inside, waking, 2.2)[0]
+    model.spec = model.spec.model_copy(update={"reactivation": model.spec.reactivation.model_copy(
+        update={"distribution_steps": None})})  # fmt: skip
+    assert offline_kl(model, far, waking, 2.2)[0] > kl_window + 0.5
+    assert kl_uniform < kl_window

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -183,6 +183,14 @@ def load_sweep_config(path: str | Path) -> SweepConfig:
     except YAMLError as exc:
         raise SweepError([f"{path}: not valid YAML: {exc}"]) from None
     return check_sweep(raw, str(path))
+
+
+POST_TRAINING_SECTIONS = ("reactivation", "spiking")  # spec sections that only the analyses of a trained circuit read
+
+
+def section_overrides(overrides: Mapping[str, Any], sections: Sequence[str], *, include: bool) -> dict[str, Any]:
+    """The overrides whose dotted key lies in one of ``sections`` (``include``), or in none of them."""
+    return {key: value for key, value in overrides.items() if (key.split(".", 1)[0] in sections) == include}
 
 
 def set_arguments(overrides: Mapping[str, Any]) -> str:

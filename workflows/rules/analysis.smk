@@ -63,13 +63,15 @@ rule quiesce:
         f"{RESULTS}/logs/quiesce/{{circuit}}_{{variant}}_seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/quiesce/{{circuit}}_{{variant}}_seed{{seed}}.tsv"
+    params:
+        overrides=analysis_overrides("reactivation"),
     threads: 1
     resources:
         gpu=0,
         mem_mb=4000,
         runtime=30,
     shell:
-        THREADS_ENV + " recircuit quiesce $(dirname {input.model}) --out {output} --device cpu > {log} 2>&1"
+        THREADS_ENV + " recircuit quiesce $(dirname {input.model}) --out {output} --device cpu {params.overrides} > {log} 2>&1"
 
 
 rule reactivation:
@@ -107,10 +109,12 @@ rule spike:
         f"{RESULTS}/benchmarks/spike/{{circuit}}_{{variant}}_seed{{seed}}.tsv"
     params:
         build=f"{RESULTS}/.brian_build",  # one Brian2 build per network size, shared by the sweep (locked)
+        overrides=analysis_overrides("reactivation", "spiking"),
     threads: 1
     resources:
         gpu=0,
         mem_mb=4000,
         runtime=60,
     shell:
-        THREADS_ENV + " recircuit spike $(dirname {input.model}) --out {output} --build-dir {params.build} > {log} 2>&1"
+        THREADS_ENV + " recircuit spike $(dirname {input.model}) --out {output} --build-dir {params.build}"
+        " {params.overrides} > {log} 2>&1"

@@ -2,7 +2,14 @@
 import os
 import sys
 from recircuit.spec import load_spec
-from recircuit.sweep import SweepError, check_sweep, ensembled_runs, set_arguments
+from recircuit.sweep import (
+    POST_TRAINING_SECTIONS,
+    SweepError,
+    check_sweep,
+    ensembled_runs,
+    section_overrides,
+    set_arguments,
+)
 
 try:
     SWEEP = check_sweep(config, "sweep config", workdir=workflow.basedir)
@@ -39,9 +46,20 @@ def spec_of(wildcards):
     return SWEEP.circuits[wildcards.circuit].spec
 
 
+def _sweep_overrides(wildcards, sections, include):
+    overrides = SWEEP.overrides(wildcards.circuit, wildcards.variant, TASK_KIND[wildcards.circuit])
+    return set_arguments(section_overrides(overrides, sections, include=include))
+
+
 def run_overrides(wildcards):
-    kind = TASK_KIND[wildcards.circuit]
-    return set_arguments(SWEEP.overrides(wildcards.circuit, wildcards.variant, kind))
+    """`--set` of a training job: the sweep's overrides except those of the sections only analyses read, which go to
+    the analysis jobs (`analysis_overrides`), so that changing them reruns the analyses and not the training."""
+    return _sweep_overrides(wildcards, POST_TRAINING_SECTIONS, include=False)
+
+
+def analysis_overrides(*sections):
+    """`--set` of an analysis job: the sweep's overrides of ``sections``."""
+    return lambda wildcards: _sweep_overrides(wildcards, sections, include=True)
 
 
 def run_files(name, jobs=None):

@@ -16,7 +16,6 @@ curvature.nc layout (one run; ``recircuit collect`` combines runs along the leng
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable
 from pathlib import Path

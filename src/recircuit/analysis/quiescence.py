@@ -2,9 +2,10 @@
 
 Every trial starts from the encoded start state of a held-out waking trial (the `evaluation.seed` trials of
 `recircuit evaluate`, so waking and quiescent trial i share a start), runs `reactivation.duration_steps` steps with
-all-zero input and no input noise. The decoded outputs after `reactivation.burn_in_steps` are what the metrics use;
-those of the burn-in are kept too (``burn_in_decoded_*``), for the time course of the approach to the offline
-distribution.
+all-zero input and no input noise. The decoded outputs after `reactivation.burn_in_steps` are stored as
+``decoded_*``, those of the burn-in as ``burn_in_decoded_*``: the metrics read their windows from both (the
+distribution metrics and the output variance each have their own, `recircuit.analysis.reactivation`), and the time
+course shows the approach to the offline distribution.
 
 Conditions (a fixed list, so files of different runs combine; a condition that does not apply is all-NaN):
 
@@ -226,12 +227,13 @@ def quiesce(
         spec.task, n, kept_steps, torch.Generator().manual_seed(rs.seed)
     ).numpy()
     simulated[uniform_index] = 1
+    variance_window = rs.variance_window()
+    variances = np.array([output_variance_of(kind, decoded[i][:, variance_window]) for i in range(len(CONDITIONS))])
     decoded, burn_in_decoded = decoded[:, :, burn_in:], decoded[:, :, :burn_in]
 
     dt = spec.task.dt_s
     what = "position" if kind == "path_integration" else "heading"
     variance_units = "m2" if kind == "path_integration" else "rad2"
-    variances = np.array([output_variance_of(kind, decoded[i]) for i in range(len(CONDITIONS))])
     if kind == "path_integration":
         states = {
             "decoded_position": label(
@@ -288,7 +290,8 @@ def quiesce(
         ),
         f"{what}_variance": label(
             xr.DataArray(variances, dims="condition"),
-            f"per-trajectory variance of the decoded {what} after burn-in, mean over trials"
+            f"per-trajectory variance of the decoded {what} after the variance burn-in "
+            f"({variance_window.start} steps), mean over trials"
             + (" (trace of covariance)" if kind == "path_integration" else " (wrapped-normal variance -2 ln R)"),
             variance_units,
         ),

@@ -17,6 +17,11 @@ scipy's bandwidth rule and sampler.
 Every KDE is fitted on at most ``reactivation.kde_max_points`` points (default 20 000, the size of the waking
 sample), so the quiescent and the waking KDEs get the same Scott factor: equal smoothing on both sides of the
 ratio removes the positive bias a sharper Q would add (the reference fits Q on all 200 x 1000 points).
+
+Windows, as in the reference, which measures KL on 1000 quiescent steps and the output variance after 1000 of 2000:
+the distribution metrics (KL, coverage, occupancy, step size, radius, heading uniformity) use the
+``reactivation.distribution_steps`` steps after ``burn_in_steps``; the output variance uses the steps after
+``variance_burn_in_steps``; the time courses and the heading drift field cover every step from input removal.
 """
 
 from __future__ import annotations
@@ -311,8 +316,9 @@ class _Row:
     run: str
     variant: str
     condition: str
-    decoded: np.ndarray  # (trials, time, d)
-    burn_in_decoded: np.ndarray  # (trials, burn-in steps, d): what precedes ``decoded`` (NaN where not stored)
+    decoded: np.ndarray  # (trials, time, d): the distribution metrics' window after the burn-in
+    variance_decoded: np.ndarray  # (trials, time, d): the output variance's window
+    whole: np.ndarray  # (trials, time, d): every step from input removal (NaN where not stored)
     rates: np.ndarray | None  # (samples, units) offline hidden states, or None
     waking_rates: np.ndarray | None  # (samples, units) waking hidden states of the same circuit, or None
     noise_sd: float
@@ -357,6 +363,29 @@ def _burn_in_decoded(qc: xr.Dataset, kind: str, decoded: np.ndarray) -> np.ndarr
         return _decoded(qc, kind, "burn_in_")
     burn_in = int(qc.attrs.get("burn_in_steps", 0))
     return np.full((decoded.shape[0], burn_in, decoded.shape[-1]), np.nan, dtype=decoded.dtype)
+
+
+def _in_window(
+    whole: np.ndarray, kept: np.ndarray, window: slice, condition: str, row_label: str, field: str
+) -> np.ndarray:
+    """The steps of ``window`` (counted from input removal) of one quiescent row (trials, time, d). ``whole`` holds
+    every step (NaN where quiescence.nc kept none); the uniform baseline, whose draws are independent in time and
+    exist after the quiescence's burn-in only, gives as many steps from ``kept`` as it has, up to the window's."""
+    n_steps = whole.shape[1]
+    expected = len(range(n_steps)[window])
+    if condition == "uniform":
+        return kept[:, : max(expected, 1)]
+    part = whole[:, window]
+    complete = (window.stop is None or window.stop <= n_steps) and expected > 0
+    if not complete or np.isnan(part).any():
+        stop = n_steps if window.stop is None else window.stop
+        raise ValueError(
+            f"quiescent row {row_label}: steps {window.start + 1}-{stop} (reactivation.burn_in_steps, "
+            f"reactivation.{field}) are not all in quiescence.nc, which holds {whole.shape[1]} steps, "
+            f"{whole.shape[1] - kept.shape[1]} of them burn-in (kept only by newer files); run `recircuit quiesce` "
+            "again or choose a window inside"
+        )
+    return part
 
 
 def own_waking(run: str, condition: str, wakings: Sequence[str]) -> str:
@@ -433,6 +462,7 @@ def reactivation_dataset(
             continue
         rates, waking_rates = _states(qc["rates"]), _states(waking[lbl]["rates"])
         decoded = _decoded(qc, kind)
+        whole = np.concatenate([_burn_in_decoded(qc, kind, decoded), decoded], axis=1)
         same_network = condition in ("trained", "offline_noise") and rates.size > 0 and waking_rates.size > 0
         rows.append(
             _Row(
@@ -440,8 +470,9 @@ def reactivation_dataset(
                 lbl,
                 str(quiet[lbl].attrs["variant"]),
                 condition,
-                decoded,
-                _burn_in_decoded(qc, kind, decoded),
+                _in_window(whole, decoded, rs.distribution_window(), condition, row_label, "distribution_steps"),
+                _in_window(whole, decoded, rs.variance_window(), condition, row_label, "variance_burn_in_steps"),
+                whole,
                 rates if same_network else None,
                 waking_rates if same_network else None,
                 float(qc["noise_sd"]),
@@ -467,7 +498,7 @@ def reactivation_dataset(
     cover = np.array([[coverage(qc, wc) for wc in w_counts] for qc in q_counts])
     # time course from input removal, burn-in included, against the waking counts of the row's own run
     own = [labels.index(own_waking(r.run, r.condition, labels)) for r in rows]
-    whole = [np.concatenate([r.burn_in_decoded, r.decoded], axis=1) for r in rows]
+    whole = [r.whole for r in rows]
     longest = max(x.shape[1] for x in whole)
     window = min(rs.time_course_window_steps, longest)
     n_windows = longest // window
@@ -498,8 +529,8 @@ def reactivation_dataset(
             "1",
         ),
         f"{what}_variance": label(
-            xr.DataArray([variance(r.decoded) for r in rows], dims=q_dim),
-            f"per-trajectory variance of the decoded {what} after burn-in, mean over trials"
+            xr.DataArray([variance(r.variance_decoded) for r in rows], dims=q_dim),
+            f"per-trajectory variance of the decoded {what} after the variance burn-in, mean over trials"
             + (" (wrapped-normal -2 ln R)" if circular else " (trace of covariance)"),
             v_units,
         ),
@@ -686,6 +717,10 @@ def reactivation_dataset(
         ),
         "rows_untrained_uniform_from": first,
     }
+    if rows:
+        distribution, variance_steps = rs.distribution_window(), rs.variance_window()
+        attrs["distribution_window_steps"] = f"{distribution.start + 1}-{distribution.start + rows[0].decoded.shape[1]}"
+        attrs["variance_window_steps"] = f"{variance_steps.start + 1}-{rows[0].whole.shape[1]}"
     if not circular:
         attrs["arena_m"] = arena
     ds = xr.Dataset(data, coords=coords, attrs=attrs)

@@ -7,7 +7,6 @@ function writes PNG and PDF with matplotlib's Agg canvas (no pyplot state) and r
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from recircuit.analysis.reactivation import own_waking
 from recircuit.analysis.reactivation_report import SIGNIFICANCE
 from recircuit.figures import save_figure
 from recircuit.results import open_dataset
+from recircuit.spec_sections.reactivation import ReactivationSpec
 
 QUIESCENT_COLOUR = "tab:blue"
 WAKING_COLOUR = "tab:orange"
@@ -276,7 +276,8 @@ def drift_figures(ds: xr.Dataset, out_dir: Path) -> list[Path]:
 # ------------------------------------------------------------------------------------------------- time course
 def time_course_figures(ds: xr.Dataset, out_dir: Path) -> list[Path]:
     """Coverage of waking-visited bins (and for headings the mean resultant length) in windows of offline time from
-    input removal, one line per quiescent condition (mean over seeds, band: SD), the burn-in end dashed."""
+    input removal, one line per quiescent condition (mean over seeds, band: SD), the distribution metrics' window
+    shaded and the start of the output variance's window dotted."""
     paths: list[Path] = []
     for name, sub in _selections(ds, "coverage_time_course"):
         panels = [("coverage_time_course", "coverage of waking-visited bins")]
@@ -286,7 +287,7 @@ def time_course_figures(ds: xr.Dataset, out_dir: Path) -> list[Path]:
         axes = np.atleast_1d(fig.subplots(1, len(panels)))
         window_s = float(np.diff(sub["offline_window"].values[:2])[0]) if sub.sizes["offline_window"] > 1 else 0.0
         time = sub["offline_window"].values + window_s / 2
-        burn_in_s = _burn_in_seconds(sub)
+        windows = _window_seconds(sub)
         for ax, (var, ylabel) in zip(axes, panels):
             for q in sub["quiescent"].values:
                 mean, sd = _mean_sd(sub[var].sel(quiescent=q))
@@ -295,8 +296,10 @@ def time_course_figures(ds: xr.Dataset, out_dir: Path) -> list[Path]:
                 (line,) = ax.plot(time, mean, marker=".", label=str(q))
                 band = np.clip([mean - sd, mean + sd], 0, 1)  # both measures lie in [0, 1]
                 ax.fill_between(time, *band, color=line.get_color(), alpha=0.2, linewidth=0)
-            if burn_in_s is not None:
-                ax.axvline(burn_in_s, color="k", linestyle="--", linewidth=0.8, label="end of burn-in")
+            if windows is not None:
+                (start_s, end_s), variance_s = windows
+                ax.axvspan(start_s, end_s, color="0.85", zorder=0, label="KL, coverage window")
+                ax.axvline(variance_s, color="k", linestyle=":", linewidth=0.8, label="variance from here")
             ax.set_xlabel("time since input removal (s), window centre")
             ax.set_ylabel(ylabel)
             ax.set_ylim(0, 1.02)
@@ -306,12 +309,16 @@ def time_course_figures(ds: xr.Dataset, out_dir: Path) -> list[Path]:
     return paths
 
 
-def _burn_in_seconds(sub: xr.Dataset) -> float | None:
-    """End of the burn-in (s) from the dataset's reactivation settings and dt, if it records them."""
+def _window_seconds(sub: xr.Dataset) -> tuple[tuple[float, float], float] | None:
+    """((start, end) of the distribution metrics' window, start of the variance's window), s since input removal,
+    from the dataset's reactivation settings and dt, if it records them."""
     settings, dt = sub.attrs.get("reactivation_json"), sub.attrs.get("dt_s")
     if settings is None or dt is None:
         return None
-    return json.loads(settings)["burn_in_steps"] * float(dt)
+    rs = ReactivationSpec.model_validate_json(settings)
+    end = rs.duration_steps if rs.distribution_steps is None else rs.burn_in_steps + rs.distribution_steps
+    variance = rs.burn_in_steps if rs.variance_burn_in_steps is None else rs.variance_burn_in_steps
+    return (rs.burn_in_steps * float(dt), end * float(dt)), variance * float(dt)
 
 
 # -------------------------------------------------------------------------------------------------- trajectories

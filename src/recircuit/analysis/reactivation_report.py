@@ -172,4 +172,9 @@ def report(ds: xr.Dataset) -> str:
             f"{row['circuit']:<18} {row['claim']:<{width}} {row['value']:>9.4g} {row['reference']:>9.4g}  "
             f"{row['holds']}/{row['seeds']} seeds"
         )
+    if "distribution_window_steps" in ds.attrs and "variance_window_steps" in ds.attrs:
+        lines.append(
+            f"quiescent steps since input removal: KL, coverage and the other distribution metrics "
+            f"{ds.attrs['distribution_window_steps']}, output variance {ds.attrs['variance_window_steps']}"
+        )
     return "\n".join(lines)

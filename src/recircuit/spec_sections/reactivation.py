@@ -12,6 +12,16 @@ from recircuit.spec_sections.base import NonNegativeFloat, NonNegativeInt, Posit
 class ReactivationSpec(StrictModel):
     duration_steps: PositiveInt = Field(1000, description="quiescent steps per trial (input removed)")
     burn_in_steps: NonNegativeInt = Field(100, description="quiescent steps discarded before metrics")
+    distribution_steps: PositiveInt | None = Field(
+        None,
+        description="steps after the burn-in that the distribution metrics use (KL, coverage, occupancy, step size, "
+        "mean radius, heading uniformity); null = to the end of the quiescence",
+    )
+    variance_burn_in_steps: NonNegativeInt | None = Field(
+        None,
+        description="quiescent steps discarded before the output variance, at least burn_in_steps; null = "
+        "burn_in_steps (the reference: 1000 steps for KL, variance after 1000 of 2000)",
+    )
     n_trials: PositiveInt = Field(200, description="quiescent trials")
     noise_mode: Literal["same", "scaled", "absolute"] = Field(
         "scaled", description="same: training SD; scaled: noise_scale x training SD; absolute: noise_sd"
@@ -50,4 +60,25 @@ class ReactivationSpec(StrictModel):
             raise ValueError(
                 f"burn_in_steps ({self.burn_in_steps}) must be smaller than duration_steps ({self.duration_steps})"
             )
+        if self.distribution_steps is not None and self.burn_in_steps + self.distribution_steps > self.duration_steps:
+            raise ValueError(
+                f"burn_in_steps + distribution_steps ({self.burn_in_steps} + {self.distribution_steps}) must not "
+                f"exceed duration_steps ({self.duration_steps})"
+            )
+        if self.variance_burn_in_steps is not None and not (
+            self.burn_in_steps <= self.variance_burn_in_steps < self.duration_steps
+        ):
+            raise ValueError(
+                f"variance_burn_in_steps ({self.variance_burn_in_steps}) must be at least burn_in_steps "
+                f"({self.burn_in_steps}) and smaller than duration_steps ({self.duration_steps})"
+            )
         return self
+
+    def distribution_window(self) -> slice:
+        """The quiescent steps (0 = the first after input removal) that the distribution metrics use."""
+        stop = None if self.distribution_steps is None else self.burn_in_steps + self.distribution_steps
+        return slice(self.burn_in_steps, stop)
+
+    def variance_window(self) -> slice:
+        """The quiescent steps (0 = the first after input removal) that the output variance uses."""
+        return slice(self.burn_in_steps if self.variance_burn_in_steps is None else self.variance_burn_in_steps, None)

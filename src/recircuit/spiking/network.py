@@ -484,7 +484,7 @@ class SpikingNetwork:
         import brian2 as b2
 
         shape, c = self.shape, self.constants
-        n, k = shape.n_units, shape.copies
+        n = shape.n_units
         clock = b2.Clock(shape.dt_ms * b2.ms, name="twin_clock")
         drive = b2.TimedArray(np.zeros((shape.steps, shape.n_neurons)), dt=shape.step_s * b2.second, name="I_ext")
         namespace = {

@@ -604,7 +604,8 @@ def rate_statistics(
 def offline_kl(
     model: EICircuit, quiet_decoded: np.ndarray, waking_decoded: np.ndarray, arena_m: float | None
 ) -> tuple[float, float]:
-    """(KL(spiking quiescent || rate waking), KL(uniform || rate waking)) in nats, reactivation's estimator."""
+    """(KL(spiking quiescent || rate waking), KL(uniform || rate waking)) in nats, reactivation's estimator, over
+    reactivation.distribution_steps of ``quiet_decoded`` (trial, steps after the burn-in, state_dims)."""
     from recircuit.analysis.reactivation import (
         CircularKde,
         PlanarKde,
@@ -622,6 +623,7 @@ def offline_kl(
         return np.random.default_rng([rs.analysis_seed, *(zlib.crc32(k.encode()) for k in key)])
 
     p = density(waking_decoded.reshape(-1, dims), rng("kde", "waking", "spiking"), rs.kde_max_points, rs.kde_floor_sd)
+    quiet_decoded = quiet_decoded[:, : rs.distribution_steps]  # it starts after the burn-in
     q = density(quiet_decoded.reshape(-1, dims), rng("kde", "spiking"), rs.kde_max_points, rs.kde_floor_sd)
     uniform = UniformCircle() if circular else UniformSquare(float(arena_m))
     kl = kl_divergences(q, [p], rs.kl_samples, rng("kl", "spiking"))[0]
@@ -742,6 +744,11 @@ def spike(
     if sp.n_quiescent_trials and rs.burn_in_steps >= quiet_steps:
         raise ValueError(
             f"reactivation.burn_in_steps ({rs.burn_in_steps}) must be below the quiescent steps ({quiet_steps})"
+        )
+    if sp.n_quiescent_trials and rs.distribution_steps and rs.burn_in_steps + rs.distribution_steps > quiet_steps:
+        raise ValueError(
+            f"reactivation.burn_in_steps + reactivation.distribution_steps ({rs.burn_in_steps} + "
+            f"{rs.distribution_steps}) exceed the quiescent steps ({quiet_steps}; spiking.quiescent_steps)"
         )
     # The search trials serve the lambda search and, with subtractive normalization, the interneurons' range.
     searched = search_trials(model, steps)
