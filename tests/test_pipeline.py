@@ -64,6 +64,7 @@ def test_dry_run_of_each_shipped_config(tmp_path, config):
 OVERLAYS = {
     "sigmoid": ("'network.activation=\"sigmoid\"'", ""),
     "mse": ("", "'training.loss=\"mse\"' task.place_cells.code_gain=100.0"),
+    "cross_entropy": ("", "'training.loss=\"cross_entropy\"' task.place_cells.code_gain=1.0"),
 }
 
 
