@@ -19,7 +19,7 @@ sample), so the quiescent and the waking KDEs get the same Scott factor: equal s
 ratio removes the positive bias a sharper Q would add (the reference fits Q on all 200 x 1000 points).
 
 Windows, as in the reference, which measures KL on 1000 quiescent steps and the output variance after 1000 of 2000:
-the distribution metrics (KL, coverage, occupancy, step size, radius, heading uniformity) use the
+the distribution metrics (KL, coverage, occupancy, step size, radius, heading uniformity, angular velocity) use the
 ``reactivation.distribution_steps`` steps after ``burn_in_steps``; the output variance uses the steps after
 ``variance_burn_in_steps``; the time courses and the heading drift field cover every step from input removal.
 """

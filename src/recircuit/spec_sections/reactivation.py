@@ -15,7 +15,7 @@ class ReactivationSpec(StrictModel):
     distribution_steps: PositiveInt | None = Field(
         None,
         description="steps after the burn-in that the distribution metrics use (KL, coverage, occupancy, step size, "
-        "mean radius, heading uniformity); null = to the end of the quiescence",
+        "mean radius, heading uniformity, angular velocity); null = to the end of the quiescence",
     )
     variance_burn_in_steps: NonNegativeInt | None = Field(
         None,
