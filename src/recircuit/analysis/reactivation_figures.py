@@ -316,9 +316,9 @@ def _window_seconds(sub: xr.Dataset) -> tuple[tuple[float, float], float] | None
     if settings is None or dt is None:
         return None
     rs = ReactivationSpec.model_validate_json(settings)
-    end = rs.duration_steps if rs.distribution_steps is None else rs.burn_in_steps + rs.distribution_steps
-    variance = rs.burn_in_steps if rs.variance_burn_in_steps is None else rs.variance_burn_in_steps
-    return (rs.burn_in_steps * float(dt), end * float(dt)), variance * float(dt)
+    distribution, variance = rs.distribution_window(), rs.variance_window()
+    end = rs.duration_steps if distribution.stop is None else distribution.stop
+    return (distribution.start * float(dt), end * float(dt)), variance.start * float(dt)
 
 
 # -------------------------------------------------------------------------------------------------- trajectories
