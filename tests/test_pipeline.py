@@ -160,6 +160,24 @@ def test_tiny_run_writes_labelled_finite_datasets(tiny_run):
 
 
 @pytest.mark.slow
+def test_twins_overlay_adds_a_twin_per_circuit_and_trains_nothing_new(tmp_path):
+    """workflows/config/twins.yaml after reactivation.yaml adds a spike job per trained circuit with its settings,
+    in the same results folder, and leaves every training command as reactivation.yaml alone has it."""
+    work = workflow_copy(tmp_path)
+    sweep = "workflows/config/reactivation.yaml"
+    alone = snakemake(work, "-n", "-p", "--cores", "2", "--configfile", sweep)
+    both = snakemake(work, "-n", "-p", "--cores", "2", "--configfile", sweep, "workflows/config/twins.yaml")
+    assert alone.returncode == 0 and both.returncode == 0, both.stderr
+    trains = [{line for line in run.stdout.splitlines() if "recircuit train-ensemble" in line} for run in (alone, both)]
+    assert len(trains[0]) == 10 and trains[0] == trains[1]
+    spikes = [line for line in both.stdout.splitlines() if "recircuit spike " in line]
+    assert len(spikes) == 50  # 2 tasks x 5 variants x 5 seeds
+    for line in spikes:
+        assert "spiking.n_quiescent_trials=40" in line and "spiking.quiescent_steps=1000" in line
+        assert "reactivation.distribution_steps=900" in line and " results/" in line
+    assert not any("recircuit spike " in line for line in alone.stdout.splitlines())
+
+
 def test_rerun_is_a_no_op(tiny_run):
     result = snakemake(tiny_run, "-n", "--cores", "2", "--configfile", "workflows/config/tiny.yaml")
     assert result.returncode == 0

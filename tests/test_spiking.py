@@ -708,6 +708,7 @@ def test_spike_command_writes_spiking_nc_and_figures(make_spec, tmp_path, tiny_s
     assert float(one["fi_only_error_ratio"]) > 0 and one["fi_only_position_error"].dims == ("trial", "time")
     assert one["fi_only_position_error"].shape == one["spiking_position_error"].shape
     assert np.isfinite(float(one["kl_offline"])) and np.isfinite(float(one["kl_offline_rate"]))
+    assert ds.attrs["quiet_distribution_window_steps"] == "11-30"  # after the burn-in, to the end (no window set)
     # the twin's own noise: positive where units fire, and the rate quiescence run with it, for both rate maps
     assert one["twin_noise_sd"].dims == ("unit",) and (one["twin_noise_sd"].values >= 0).all()
     assert float(one["median_twin_noise_sd"]) > 0
@@ -837,3 +838,45 @@ def test_twin_offline_kl_reads_the_distribution_window_only(make_spec):
         update={"distribution_steps": None})})  # fmt: skip
     assert offline_kl(model, far, waking, 2.2)[0] > kl_window + 0.5
     assert kl_uniform < kl_window
+
+
+def test_spiking_report_counts_the_seeds_where_each_twin_claim_holds(tmp_path, capsys):
+    """The report reads the error ratio and the correlation against the rate circuit with its evaluation noise, and
+    orders the twins of the noisy / noise-free pairs the sweep has; a file that is not a spiking summary is refused."""
+    from recircuit.cli import main
+    from recircuit.spiking.report import report, report_rows
+
+    variants = ["noisy", "noise_free", "biased"]
+    shape = (1, len(variants), 3)
+    ratio = np.ones(shape + (2,))
+    ratio[0, 0, :, 0] = [1.2, 1.6, 1.4]  # against the rate circuit with its evaluation noise: 2 of 3 within 1.5
+    ratio[0, 0, :, 1] = 9.0  # against the noise-free rate circuit: not what the bound reads
+    correlation = np.full(shape + (2,), 0.9)
+    correlation[0, 1, :, 0] = [0.7, np.nan, 0.85]  # the noise-free twin in seed 1 has no active unit
+    kl = np.full(shape, 0.5)
+    kl[0, 1] = [0.6, 0.4, 0.7]  # the noisy twin is closer in seeds 0 and 2
+    kl_rate = np.full(shape, 0.5)
+    kl_rate[0, 1] = [0.6, 0.6, 0.6]
+    dims = ("circuit", "variant", "seed")
+    ds = xr.Dataset(
+        {"error_ratio": (dims + ("rate_noise",), ratio), "median_unit_correlation": (dims + ("rate_noise",), correlation),
+         "kl_offline": (dims, kl), "kl_offline_rate": (dims, kl_rate)},
+        coords={"circuit": ["pi"], "variant": variants, "seed": [0, 1, 2], "rate_noise": ["evaluation", "none"]},
+        attrs={"quiet_distribution_window_steps": "101-1000"},
+    )
+    rows = {r["claim"]: (r["holds"], r["seeds"], r["value"]) for r in report_rows(ds)}
+    assert rows["noisy: error ratio spiking / rate <= 1.5"] == (2, 3, 1.4)
+    assert rows["biased: error ratio spiking / rate <= 1.5"][:2] == (3, 3)
+    assert rows["noise_free: median unit correlation >= 0.8"][:2] == (1, 2)
+    assert rows["KL(twin of noisy offline || awake) < KL(twin of noise_free offline || awake)"] == (2, 3, 0.5)
+    assert rows["  the rate circuits from the same starts: noisy < noise_free"][:2] == (3, 3)
+    assert not any("unconstrained" in claim for claim in rows)  # no such pair in this sweep
+    assert report(ds).endswith("offline KL on quiescent steps 101-1000 since input removal")
+    ds.to_netcdf(tmp_path / "spiking.nc", engine="h5netcdf")
+    assert main(["spiking-report", str(tmp_path / "spiking.nc")]) == 0
+    assert "2/3 seeds" in capsys.readouterr().out
+    assert main(["spiking-report", str(tmp_path / "missing.nc")]) == 2
+    assert "no spiking summary" in capsys.readouterr().err
+    xr.Dataset({"loss": ("step", np.zeros(3))}).to_netcdf(tmp_path / "other.nc", engine="h5netcdf")
+    assert main(["spiking-report", str(tmp_path / "other.nc")]) == 2
+    assert "not a spiking summary (lacks circuit, error_ratio" in capsys.readouterr().err

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import xarray as xr
+
+from recircuit.claims import claim_row, claims_table
 
 MAX_RESULTANT_LENGTH = 0.1  # "near-uniform offline headings"
 MIN_COVERAGE = 0.5  # "visit at least half of the bins visited awake"
@@ -137,26 +138,10 @@ def report_rows(ds: xr.Dataset) -> list[dict[str, object]]:
         for check in checks(_task(one)):
             if not _applies(one, check):
                 continue
-            value = np.asarray(check.value(one).values, dtype=np.float64).reshape(-1)
-            reference = (
-                np.full_like(value, check.reference)
-                if isinstance(check.reference, float)
-                else np.asarray(check.reference(one).values, dtype=np.float64).reshape(-1)
-            )
-            valid = np.isfinite(value) & np.isfinite(reference)
-            if not valid.any():
-                continue
-            holds = value[valid] > reference[valid] if check.greater else value[valid] < reference[valid]
-            rows.append(
-                {
-                    "circuit": str(circuit),
-                    "claim": check.claim,
-                    "value": float(np.median(value[valid])),
-                    "reference": float(np.median(reference[valid])),
-                    "holds": int(holds.sum()),
-                    "seeds": int(valid.sum()),
-                }
-            )
+            reference = check.reference if isinstance(check.reference, float) else check.reference(one).values
+            row = claim_row(str(circuit), check.claim, check.value(one).values, reference, check.greater)
+            if row is not None:
+                rows.append(row)
     return rows
 
 
@@ -165,13 +150,7 @@ def report(ds: xr.Dataset) -> str:
     rows = report_rows(ds)
     if not rows:
         return "no reactivation checks apply (the summary lacks the noisy / noise_free / biased variants)"
-    width = max(len(row["claim"]) for row in rows)
-    lines = [f"{'circuit':<18} {'claim':<{width}} {'median':>9} {'vs':>9}  holds"]
-    for row in rows:
-        lines.append(
-            f"{row['circuit']:<18} {row['claim']:<{width}} {row['value']:>9.4g} {row['reference']:>9.4g}  "
-            f"{row['holds']}/{row['seeds']} seeds"
-        )
+    lines = claims_table(rows)
     if "distribution_window_steps" in ds.attrs and "variance_window_steps" in ds.attrs:
         lines.append(
             f"quiescent steps since input removal: KL, coverage and the other distribution metrics "

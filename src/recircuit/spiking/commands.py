@@ -1,4 +1,5 @@
-"""`recircuit spike`: the Brian2 spiking twin of a trained run folder -> spiking.nc."""
+"""`recircuit spike`: the Brian2 spiking twin of a trained run folder -> spiking.nc; `recircuit spiking-report`:
+the twin claims seed by seed on a spiking summary."""
 
 from __future__ import annotations
 
@@ -18,8 +19,25 @@ def cmd_spike(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_spiking_report(args: argparse.Namespace) -> int:
+    from recircuit.results import open_dataset
+    from recircuit.spiking.report import REQUIRED, report
+
+    if not args.summary.is_file():
+        raise FileNotFoundError(f"{args.summary}: no spiking summary (run the spike and collect rules first)")
+    try:
+        ds = open_dataset(args.summary)
+    except OSError as exc:
+        raise ValueError(f"{args.summary}: not a netCDF dataset ({exc})") from exc
+    missing = sorted(set(REQUIRED) - set(ds.variables))
+    if missing:
+        raise ValueError(f"{args.summary}: not a spiking summary (lacks {', '.join(missing)})")
+    print(report(ds))
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Register `spike` on the `recircuit` subcommand parser."""
+    """Register `spike` and `spiking-report` on the `recircuit` subcommand parser."""
     from recircuit.cli_options import add_set_argument
 
     p = sub.add_parser(
@@ -38,3 +56,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     add_set_argument(p, help="spiking.* or reactivation.* overrides, e.g. --set spiking.target=numpy spiking.n_trials=50")
     p.set_defaults(func=cmd_spike)
+
+    p = sub.add_parser(
+        "spiking-report",
+        help="the twin claims (error ratio, unit correlation, twin of noisy below twin of noise-free offline) seed "
+        "by seed",
+    )
+    p.add_argument("summary", type=Path, nargs="?", default=Path("results/summary/spiking.nc"))
+    p.set_defaults(func=cmd_spiking_report)

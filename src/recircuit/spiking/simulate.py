@@ -912,6 +912,7 @@ def spike(
         (kl, kl_rate, kl_uniform, kl_matched), rate_quiet, matched_quiet, (twin_noise, twin_noise_median), shape,
         constants,
     )  # fmt: skip
+    window_end = quiet_steps if rs.distribution_steps is None else rs.burn_in_steps + rs.distribution_steps
     ds.attrs.update(
         {
             **provenance(
@@ -937,6 +938,7 @@ def spike(
             "waking_reference_of_kl": waking_source,
             "source_activation": circuit.source_activation,
             "quiet_burn_in_steps": rs.burn_in_steps,
+            "quiet_distribution_window_steps": f"{rs.burn_in_steps + 1}-{window_end}",
             "dt_s": spec.task.dt_s,
             "task_kind": task.kind,
         }

@@ -1,0 +1,67 @@
+"""The spiking-twin issue's claims, checked seed by seed on a spiking summary (results/summary/spiking.nc).
+
+Per circuit and variant: the twin's decoding error over the rate circuit's on the same held-out trials (the rate
+circuit run with its evaluation noise) and the median per-unit correlation of smoothed spike rates with rate-unit
+activity. Per circuit, for each noisy / noise-free pair of variants the sweep has: the twin of the noisy circuit is
+closer to waking occupancy offline than the twin of the noise-free one, and, beside it, the same ordering for the
+two rate circuits from the same quiescent starts (`kl_offline_rate`), which the twins are expected to follow. Each
+twin's KL is to its own rate circuit's waking occupancy.
+"""
+
+from __future__ import annotations
+
+import xarray as xr
+
+from recircuit.claims import claim_row, claims_table
+
+MAX_ERROR_RATIO = 1.5  # "spiking decoding error <= 1.5 x the rate circuit's"
+MIN_UNIT_CORRELATION = 0.8  # "median per-unit correlation >= 0.8"
+NOISY_PAIRS = (("noisy", "noise_free"), ("unconstrained", "unconstrained_noise_free"))
+REQUIRED = ("circuit", "variant", "seed", "error_ratio", "median_unit_correlation", "kl_offline")
+
+
+def _with_evaluation_noise(values: xr.DataArray) -> xr.DataArray:
+    """The values against the rate circuit run with its evaluation noise (the task bound's reference)."""
+    return values.sel(rate_noise="evaluation") if "rate_noise" in values.dims else values
+
+
+def report_rows(ds: xr.Dataset) -> list[dict[str, object]]:
+    """One row per circuit and claim: claim, median value / reference over seeds, seeds holding / seeds."""
+    rows = []
+    for circuit in ds["circuit"].values:
+        one = ds.sel(circuit=circuit)
+        found = []
+        for variant in one["variant"].values:
+            ratio = _with_evaluation_noise(one["error_ratio"].sel(variant=variant)).values
+            correlation = _with_evaluation_noise(one["median_unit_correlation"].sel(variant=variant)).values
+            found.append(claim_row(str(circuit), f"{variant}: error ratio spiking / rate <= {MAX_ERROR_RATIO:g}",
+                                   ratio, MAX_ERROR_RATIO))
+            found.append(claim_row(str(circuit), f"{variant}: median unit correlation >= {MIN_UNIT_CORRELATION:g}",
+                                   correlation, MIN_UNIT_CORRELATION, greater=True))
+        variants = set(one["variant"].values.tolist())
+        for noisy, noise_free in NOISY_PAIRS:
+            if not {noisy, noise_free} <= variants:
+                continue
+            found.append(claim_row(
+                str(circuit), f"KL(twin of {noisy} offline || awake) < KL(twin of {noise_free} offline || awake)",
+                one["kl_offline"].sel(variant=noisy).values, one["kl_offline"].sel(variant=noise_free).values,
+            ))
+            if "kl_offline_rate" in one:
+                found.append(claim_row(
+                    str(circuit), f"  the rate circuits from the same starts: {noisy} < {noise_free}",
+                    one["kl_offline_rate"].sel(variant=noisy).values,
+                    one["kl_offline_rate"].sel(variant=noise_free).values,
+                ))
+        rows += [row for row in found if row is not None]
+    return rows
+
+
+def report(ds: xr.Dataset) -> str:
+    """The rows of `report_rows` as a text table, with the quiescent window the offline KL used."""
+    rows = report_rows(ds)
+    if not rows:
+        return "no spiking checks apply (the summary has no finite error ratios, correlations or offline KLs)"
+    lines = claims_table(rows)
+    if "quiet_distribution_window_steps" in ds.attrs:
+        lines.append(f"offline KL on quiescent steps {ds.attrs['quiet_distribution_window_steps']} since input removal")
+    return "\n".join(lines)
