@@ -21,4 +21,5 @@ rule all:
     default_target: True
     input:
         summaries=summary_files(),
+        reports=report_files(),
         figures=figure_dirs(),

@@ -153,13 +153,17 @@ def test_tiny_run_writes_labelled_finite_datasets(tiny_run):
     spiking = xr.open_dataset(results / "summary/spiking.nc", engine="h5netcdf")
     ratio = spiking["error_ratio"].sel(circuit="head_direction", variant="noisy", seed=0)
     assert np.isfinite(ratio).all() and float(ratio.max()) > 0
+    reactivation_report = (results / "summary/reactivation_report.txt").read_text()
+    assert "KL(noisy || noisy awake) < KL(noise_free || noisy awake)" in reactivation_report
+    assert "1/1 seeds" in reactivation_report or "0/1 seeds" in reactivation_report
+    spiking_report = (results / "summary/spiking_report.txt").read_text()
+    assert spiking_report.splitlines()[1].startswith("head_direction") and "noisy: error ratio" in spiking_report
     for name in ("training/training_curves", "training/decoded_trajectories", "training/error_over_time",
                  "reactivation/reactivation_path_integration_kl", "spiking/spiking_agreement"):
         for ext in ("png", "pdf"):
             assert (results / "figures" / f"{name}.{ext}").stat().st_size > 1000
 
 
-@pytest.mark.slow
 def test_twins_overlay_adds_a_twin_per_circuit_and_trains_nothing_new(tmp_path):
     """workflows/config/twins.yaml after reactivation.yaml adds a spike job per trained circuit with its settings,
     in the same results folder, and leaves every training command as reactivation.yaml alone has it."""
@@ -178,6 +182,7 @@ def test_twins_overlay_adds_a_twin_per_circuit_and_trains_nothing_new(tmp_path):
     assert not any("recircuit spike " in line for line in alone.stdout.splitlines())
 
 
+@pytest.mark.slow
 def test_rerun_is_a_no_op(tiny_run):
     result = snakemake(tiny_run, "-n", "--cores", "2", "--configfile", "workflows/config/tiny.yaml")
     assert result.returncode == 0

@@ -28,6 +28,14 @@ def summary_files():
     return [f"{RESULTS}/summary/{name}.nc" for name in summary_names()]
 
 
+# summaries whose claims `recircuit <name>-report` checks seed by seed, into results/summary/<name>_report.txt
+REPORTS = ("reactivation", "spiking")
+
+
+def report_files():
+    return [f"{RESULTS}/summary/{name}_report.txt" for name in REPORTS if name in summary_names()]
+
+
 # figure group (recircuit figures --only) -> the summaries it draws from; one job per group, so each is drawn as
 # soon as its summaries exist, in parallel with the rest of the sweep
 FIGURE_NEEDS = {
@@ -80,6 +88,23 @@ rule curvature_comparison:
         runtime=10,
     shell:
         THREADS_ENV + " recircuit curvature-comparison {input} --out {output} > {log} 2>&1"
+
+
+rule report:
+    input:
+        f"{RESULTS}/summary/{{report}}.nc",
+    output:
+        f"{RESULTS}/summary/{{report}}_report.txt",
+    log:
+        f"{RESULTS}/logs/report/{{report}}.log",
+    wildcard_constraints:
+        report="|".join(REPORTS),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    shell:
+        "recircuit {wildcards.report}-report {input} > {output} 2> {log}"
 
 
 rule figures:
