@@ -114,6 +114,21 @@ def open_dataset(path: str | Path) -> xr.Dataset:
         return ds.load()
 
 
+def open_summary(path: Path, kind: str, required: Iterable[str], made_by: str) -> xr.Dataset:
+    """Open a ``kind`` summary (e.g. results/summary/spiking.nc), refusing a missing file (naming ``made_by``, what
+    writes it), a file that is not netCDF, and a dataset without the ``required`` variables."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no {kind} summary (run {made_by} first)")
+    try:
+        ds = open_dataset(path)
+    except OSError as exc:
+        raise ValueError(f"{path}: not a netCDF dataset ({exc})") from exc
+    missing = sorted(set(required) - set(ds.variables))
+    if missing:
+        raise ValueError(f"{path}: not a {kind} summary (lacks {', '.join(missing)})")
+    return ds
+
+
 def combine(datasets: Sequence[xr.Dataset]) -> xr.Dataset:
     """Combine per-job datasets along their length-1 sweep dimensions.
 

@@ -40,18 +40,10 @@ def cmd_quiesce(args: argparse.Namespace) -> int:
 
 def cmd_reactivation_report(args: argparse.Namespace) -> int:
     from recircuit.analysis.reactivation_report import report
-    from recircuit.results import open_dataset
+    from recircuit.results import open_summary
 
-    if not args.summary.is_file():
-        raise FileNotFoundError(f"{args.summary}: no reactivation summary (run the reactivation rules first)")
-    try:
-        ds = open_dataset(args.summary)
-    except OSError as exc:
-        raise ValueError(f"{args.summary}: not a netCDF dataset ({exc})") from exc
-    missing = sorted({"kl", "circuit", "quiescent", "waking"} - set(ds.variables))
-    if missing:
-        raise ValueError(f"{args.summary}: not a reactivation summary (lacks {', '.join(missing)})")
-    print(report(ds))
+    print(report(open_summary(args.summary, "reactivation", ("kl", "circuit", "quiescent", "waking"),
+                              "the reactivation rules")))  # fmt: skip
     return 0
 
 

@@ -20,19 +20,10 @@ def cmd_spike(args: argparse.Namespace) -> int:
 
 
 def cmd_spiking_report(args: argparse.Namespace) -> int:
-    from recircuit.results import open_dataset
+    from recircuit.results import open_summary
     from recircuit.spiking.report import REQUIRED, report
 
-    if not args.summary.is_file():
-        raise FileNotFoundError(f"{args.summary}: no spiking summary (run the spike and collect rules first)")
-    try:
-        ds = open_dataset(args.summary)
-    except OSError as exc:
-        raise ValueError(f"{args.summary}: not a netCDF dataset ({exc})") from exc
-    missing = sorted(set(REQUIRED) - set(ds.variables))
-    if missing:
-        raise ValueError(f"{args.summary}: not a spiking summary (lacks {', '.join(missing)})")
-    print(report(ds))
+    print(report(open_summary(args.summary, "spiking", REQUIRED, "the spike and collect rules")))
     return 0
 
 

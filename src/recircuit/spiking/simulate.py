@@ -912,7 +912,8 @@ def spike(
         (kl, kl_rate, kl_uniform, kl_matched), rate_quiet, matched_quiet, (twin_noise, twin_noise_median), shape,
         constants,
     )  # fmt: skip
-    window_end = quiet_steps if rs.distribution_steps is None else rs.burn_in_steps + rs.distribution_steps
+    kl_window = rs.distribution_window()
+    kl_window_end = quiet_steps if kl_window.stop is None else kl_window.stop
     ds.attrs.update(
         {
             **provenance(
@@ -938,7 +939,7 @@ def spike(
             "waking_reference_of_kl": waking_source,
             "source_activation": circuit.source_activation,
             "quiet_burn_in_steps": rs.burn_in_steps,
-            "quiet_distribution_window_steps": f"{rs.burn_in_steps + 1}-{window_end}",
+            "quiet_distribution_window_steps": f"{kl_window.start + 1}-{kl_window_end}",
             "dt_s": spec.task.dt_s,
             "task_kind": task.kind,
         }
