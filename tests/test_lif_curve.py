@@ -7,11 +7,27 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy.special import expit
 from test_spiking import normalized_circuit, rate_equivalent_run
 
 from recircuit.circuit import ACTIVATIONS, build_circuit
-from recircuit.circuit.lif_curve import LIF_CURVE, X_HIGH, X_LOW, lif_activation, siegert_rate_hz
-from recircuit.spiking.convert import ConversionRefused, calibrate_lif, lif_curve_calibration, rate_circuit_from_model
+from recircuit.circuit.lif_curve import (
+    LIF_CURVE,
+    X_HIGH,
+    X_LOW,
+    lif_activation,
+    lif_curve,
+    siegert_rate_hz,
+    tabulated_lif,
+)
+from recircuit.spec import with_section_overrides
+from recircuit.spec_sections.spiking import SpikingSpec
+from recircuit.spiking.convert import (
+    ConversionRefused,
+    calibrate_lif,
+    lif_curve_calibration,
+    rate_circuit_from_model,
+)
 from recircuit.spiking.simulate import simulate_rate_circuit
 
 
@@ -78,15 +94,63 @@ def test_a_lif_circuit_converts_without_a_fit(make_spec):
     s, rates, outputs = rate_equivalent_run(model, task, circuit)
     np.testing.assert_allclose(s, rates, atol=2e-5)
     np.testing.assert_allclose(s @ circuit.output.T + circuit.output_bias, outputs, atol=2e-4)
-    cal = lif_curve_calibration((-3.0, 4.0))
+    cal = lif_curve_calibration((-3.0, 4.0), circuit.lif_curve)
     assert cal.target == "lif" and cal.relative_rms_error < 1e-8
     x = np.linspace(-3.0, 4.0, 50)
     np.testing.assert_allclose(
         cal.siegert_rate_hz(x, LIF_CURVE.threshold_gap_mV, LIF_CURVE.tau_m_ms), cal.target_rate_hz(x), rtol=1e-12
     )
-    other = make_spec("head_direction", {"network.activation": "lif", "spiking.membrane_noise_mV": 5.0})
+    model.spec = with_section_overrides(model.spec, ["spiking.membrane_noise_mV=5"], ["spiking"])
     with pytest.raises(ConversionRefused, match=r"spiking.membrane_noise_mV = 5.0 \(the activation's is 10.0\)"):
-        rate_circuit_from_model(build_circuit(other)[0])
+        rate_circuit_from_model(model)
+    model.spec = with_section_overrides(model.spec, ["spiking.membrane_noise_mV=10", "spiking.lif_max_rate_hz=400"],
+                                        ["spiking"])  # fmt: skip
+    with pytest.raises(ConversionRefused, match=r"spiking.lif_max_rate_hz = 400.0 \(the activation's is 200.0\)"):
+        rate_circuit_from_model(model)
+
+
+def test_a_quieter_neurons_curve_is_fitted_to_the_sigmoid_and_cached():
+    """lif_curve of the default neuron is the pinned LIF_CURVE; another neuron's (less membrane noise, a higher
+    1/lambda) is fitted to the sigmoid on [-6, 6] (as well as the default's, to 5 % of the maximum rate), once per
+    neuron; the spec refuses a 1/lambda that leaves no room for the refractory period."""
+    assert lif_curve(10.0, 10.0, 15.0, 200.0) is LIF_CURVE and tabulated_lif(10.0, 10.0, 15.0, 200.0) is lif_activation
+    x = np.linspace(-6.0, 6.0, 161)
+    for noise_mV, max_rate_hz in ((3.0, 200.0), (3.0, 400.0), (10.0, 400.0)):
+        other = lif_curve(noise_mV, 10.0, 15.0, max_rate_hz)
+        assert (other.noise_mV, other.tau_m_ms, other.threshold_gap_mV) == (noise_mV, 10.0, 15.0)
+        assert other.lambda_s == 1.0 / max_rate_hz
+        assert np.sqrt(np.mean((other(x) - expit(x)) ** 2)) < 0.05
+        assert other.refractory_ms < 0.97e3 / max_rate_hz
+    quiet = lif_curve(3.0, 10.0, 15.0, 200.0)
+    assert quiet.gain_mV != pytest.approx(LIF_CURVE.gain_mV, rel=0.05)  # a different neuron, a different fit
+    with pytest.raises(ValueError, match="lif_max_rate_hz"):
+        SpikingSpec(lif_max_rate_hz=1000.0)
+    assert lif_curve(3.0, 10.0, 15.0, 200.0) is quiet
+    assert tabulated_lif(3.0, 10.0, 15.0, 200.0) is tabulated_lif(3.0, 10.0, 15.0, 200.0)
+    assert tabulated_lif(3.0, 10.0, 15.0, 200.0).curve is quiet
+
+
+def test_a_circuit_trained_with_a_quieter_neuron_keeps_its_curve_into_the_twin(make_spec):
+    """spiking.membrane_noise_mV and lif_max_rate_hz set a lif circuit's activation: the model computes with that
+    neuron's curve, its rate equivalent reproduces it, and the twin's calibration is that curve."""
+    quiet = {"network.activation": "lif", "spiking.membrane_noise_mV": 3.0, "spiking.lif_max_rate_hz": 400.0}
+    model, task = build_circuit(make_spec("head_direction", quiet))
+    assert model.phi is tabulated_lif(3.0, 10.0, 15.0, 400.0)
+    with torch.no_grad():
+        model.bias.normal_(0, 1.0, generator=torch.Generator().manual_seed(3))
+    circuit = rate_circuit_from_model(model)
+    assert circuit.lif_curve is model.phi
+    s, rates, _ = rate_equivalent_run(model, task, circuit)
+    np.testing.assert_allclose(s, rates, atol=2e-5)
+    default = build_circuit(make_spec("head_direction", {"network.activation": "lif"}))[0]
+    default.load_state_dict(model.state_dict())
+    _, default_rates, _ = rate_equivalent_run(default, task, rate_circuit_from_model(default))
+    assert np.abs(default_rates - rates).max() > 1e-3  # the neuron changes what the circuit computes
+    cal = lif_curve_calibration((-3.0, 4.0), circuit.lif_curve)
+    curve = lif_curve(3.0, 10.0, 15.0, 400.0)
+    assert (cal.noise_mV, cal.gain_mV, cal.lambda_s) == (3.0, curve.gain_mV, 1 / 400.0)
+    x = np.linspace(-3, 4, 9)
+    np.testing.assert_allclose(cal.siegert_rate_hz(x, 15.0, 10.0), cal.target_rate_hz(x), rtol=1e-12)
 
 
 def test_lif_interneurons_linearise_around_the_curves_midpoint(make_spec):

@@ -15,7 +15,11 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from recircuit.sweep import config_schema_json
+from recircuit.sweep import (
+    POST_TRAINING_SECTIONS,
+    config_schema_json,
+    section_overrides,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -65,6 +69,7 @@ OVERLAYS = {
     "sigmoid": ("'network.activation=\"sigmoid\"'", ""),
     "mse": ("", "'training.loss=\"mse\"' task.place_cells.code_gain=100.0"),
     "cross_entropy": ("", "'training.loss=\"cross_entropy\"' task.place_cells.code_gain=1.0"),
+    "quiet_neuron": ("spiking.membrane_noise_mV=3.0 spiking.lif_max_rate_hz=400.0", ""),
 }
 
 
@@ -180,6 +185,18 @@ def test_twins_overlay_adds_a_twin_per_circuit_and_trains_nothing_new(tmp_path):
         assert "spiking.n_quiescent_trials=40" in line and "spiking.quiescent_steps=1000" in line
         assert "reactivation.distribution_steps=900" in line and " results/" in line
     assert not any("recircuit spike " in line for line in alone.stdout.splitlines())
+
+
+def test_the_twins_neuron_goes_to_training_and_the_other_twin_settings_do_not():
+    """spiking.membrane_noise_mV, tau_m_ms and threshold_gap_mV are a lif circuit's activation, so the sweep passes
+    them to the training jobs (a change retrains); every other spiking.* and reactivation.* key goes only to the
+    analysis jobs."""
+    overrides = {"spiking.membrane_noise_mV": 3.0, "spiking.tau_m_ms": 12.0, "spiking.n_trials": 5,
+                 "reactivation.n_trials": 3, "training.steps": 10}  # fmt: skip
+    training = section_overrides(overrides, POST_TRAINING_SECTIONS, include=False)
+    assert training == {"spiking.membrane_noise_mV": 3.0, "spiking.tau_m_ms": 12.0, "training.steps": 10}
+    assert section_overrides(overrides, ("spiking",), include=True) == {"spiking.n_trials": 5}
+    assert section_overrides(overrides, ("reactivation",), include=True) == {"reactivation.n_trials": 3}
 
 
 @pytest.mark.slow

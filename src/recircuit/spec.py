@@ -156,7 +156,8 @@ class NetworkSpec(StrictModel):
     activation: Literal["sigmoid", "softplus", "relu", "tanh", "lif"] = Field(
         "sigmoid",
         description="rate nonlinearity phi; lif (the shipped specs' choice) is the spiking twin's own LIF f-I curve "
-        "(sigmoid-like, recircuit.circuit.lif_curve), so the rate circuit is its twin's mean field; sigmoid and tanh "
+        "(sigmoid-like, recircuit.circuit.lif_curve; the neuron of spiking.membrane_noise_mV, tau_m_ms and "
+        "threshold_gap_mV), so the rate circuit is its twin's mean field; sigmoid and tanh "
         "convert through a fitted LIF curve, with a larger twin error; relu and softplus do not convert",
     )
     tau_ms: PositiveFloat = Field(100.0, description="time constant of the rate units, ms")

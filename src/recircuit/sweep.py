@@ -186,11 +186,21 @@ def load_sweep_config(path: str | Path) -> SweepConfig:
 
 
 POST_TRAINING_SECTIONS = ("reactivation", "spiking")  # spec sections that only the analyses of a trained circuit read
+# ... but for these keys: the twin's neuron is also a lif circuit's activation (recircuit.circuit.lif_curve), so
+# training reads it
+TRAINED_NEURON_KEYS = tuple(
+    f"spiking.{name}" for name in ("membrane_noise_mV", "tau_m_ms", "threshold_gap_mV", "lif_max_rate_hz")
+)
 
 
 def section_overrides(overrides: Mapping[str, Any], sections: Sequence[str], *, include: bool) -> dict[str, Any]:
-    """The overrides whose dotted key lies in one of ``sections`` (``include``), or in none of them."""
-    return {key: value for key, value in overrides.items() if (key.split(".", 1)[0] in sections) == include}
+    """The overrides whose dotted key lies in one of ``sections`` (``include``), or in none of them; the neuron keys
+    (`TRAINED_NEURON_KEYS`) count as lying in none, so they reach training."""
+
+    def in_sections(key: str) -> bool:
+        return key not in TRAINED_NEURON_KEYS and key.split(".", 1)[0] in sections
+
+    return {key: value for key, value in overrides.items() if in_sections(key) == include}
 
 
 def set_arguments(overrides: Mapping[str, Any]) -> str:

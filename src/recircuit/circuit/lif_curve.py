@@ -6,11 +6,14 @@ membrane noise in the diffusion approximation (Siegert 1951; Brunel 2000):
     1/f = t_ref + tau_m sqrt(pi) int_{-mu/s}^{(gap - mu)/s} erfcx(-u) du,    mu = gain x + offset (mV above rest).
 
 A circuit trained with it has the twin's f-I curve as its own, so the rate circuit is the twin's mean field and the
-conversion needs no fit (shared/research/spiking_export.md §1.3). The neuron and the drive are fixed (`LIF_CURVE`):
-the twin's default neuron (membrane noise 10 mV, tau_m 10 ms, threshold 15 mV above reset), a saturated rate
-1/lambda = 200 Hz, and gain, offset and refractory period fitted once to sigmoid(x) over x in [-6, 6] (relative RMS
-error 4 %; `tests/test_lif_curve.py` refits them), so that the activation is a drop-in for the sigmoid: about 0 below
-x = -4, 0.55 at x = 0, 1.03 at x = 5, rising slowly to lambda / t_ref = 1.46.
+conversion needs no fit (shared/research/spiking_export.md §1.3). The neuron is the twin's (spec section
+``spiking``: membrane noise, tau_m, threshold above reset, and the rate 1/lambda at which phi = 1; `lif_curve`), with
+gain, offset and refractory period fitted to sigmoid(x) over x in [-6, 6] (`fit_to_sigmoid`), so that the
+activation is a drop-in for the sigmoid. For the default neuron (membrane noise 10 mV, tau_m 10 ms, threshold 15 mV,
+1/lambda = 200 Hz) the fit is pinned as `LIF_CURVE` (relative RMS error 4 %; `tests/test_lif_curve.py` refits it):
+about 0 below x = -4, 0.55 at x = 0, 1.03 at x = 5, rising slowly to lambda / t_ref = 1.46. Another neuron's curve
+is fitted when first asked for. A quieter twin: less membrane noise fires more regularly, and a higher 1/lambda
+fires more spikes for the same rate-model activity, so the twin adds less spike-count noise of its own.
 
 In torch the curve is a cubic Hermite interpolant of tabulated values and slopes (float64 Siegert, `TABLE_POINTS`
 nodes on [X_LOW, X_HIGH]), stored as each cell's cubic coefficients (one gather per element): exact first derivative
@@ -21,9 +24,12 @@ Beyond the table it is held at its end values (slope 0); where phi < `SILENT_FLO
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 import torch
+
+from recircuit.spec_sections.spiking import LIF_MIN_REFRACTORY_MS as MIN_REFRACTORY_MS
 
 _GAUSS_X, _GAUSS_W = np.polynomial.legendre.leggauss(160)
 
@@ -80,6 +86,85 @@ LIF_CURVE = LIFCurve(
     tau_m_ms=10.0,
     threshold_gap_mV=15.0,
 )
+SIGMOID_FIT_RANGE = (-6.0, 6.0)  # currents over which a lif curve follows sigmoid(x)
+
+
+def fit_to_sigmoid(
+    lambda_s: float,
+    current_range: tuple[float, float],
+    noise_mV: float,
+    gap_mV: float,
+    tau_m_ms: float,
+    min_refractory_ms: float,
+    n_points: int = 161,
+) -> tuple[float, float, float, float]:
+    """(gain mV, offset mV, refractory ms, RMS error Hz) such that lambda times the Siegert rate of drive
+    gain x + offset follows sigmoid(x) over ``current_range``.
+
+    Least squares on a uniform grid of ``n_points`` currents; the refractory period is bounded to
+    [``min_refractory_ms``, 0.97 lambda] so the neuron saturates near 1/lambda as the sigmoid does.
+    """
+    from scipy.optimize import least_squares
+    from scipy.special import expit
+
+    low, high = map(float, current_range)
+    if not (np.isfinite(low) and np.isfinite(high) and high > low):
+        raise ValueError(f"operating range ({low}, {high}) must be finite with high > low")
+    if lambda_s <= 0:
+        raise ValueError(f"lambda must be > 0 s, got {lambda_s}")
+    max_refractory_ms = 0.97 * lambda_s * 1000.0
+    if max_refractory_ms <= min_refractory_ms:
+        raise ValueError(
+            f"max rate 1/lambda = {1 / lambda_s:.0f} Hz is too high for the minimum refractory period "
+            f"{min_refractory_ms} ms"
+        )
+    current = np.linspace(low, high, n_points)
+    target = expit(current) / lambda_s
+    tau_m_s = tau_m_ms / 1000.0
+    half_width = (high - low) / 2.0
+    centre = (high + low) / 2.0
+
+    def residual(p: np.ndarray) -> np.ndarray:
+        gain, offset, refractory = p
+        rate = siegert_rate_hz(gain * current + offset, noise_mV, gap_mV, tau_m_s, refractory / 1000.0)
+        return (rate - target) * lambda_s
+
+    best = None
+    # A few starts: the fit has shallow directions (gain vs noise), so keep the best of several.
+    for gain0 in (0.5 * gap_mV / half_width, 2.0 * gap_mV / half_width, 6.0 * gap_mV / half_width):
+        start = np.array([gain0, gap_mV - gain0 * centre, 0.8 * max_refractory_ms])
+        start[2] = np.clip(start[2], min_refractory_ms * 1.01, max_refractory_ms * 0.99)
+        fit = least_squares(
+            residual,
+            start,
+            bounds=([0.0, -20.0 * gap_mV, min_refractory_ms], [100.0 * gap_mV, 20.0 * gap_mV, max_refractory_ms]),
+            x_scale=[gap_mV / half_width, gap_mV, max_refractory_ms],
+        )
+        if best is None or fit.cost < best.cost:
+            best = fit
+    assert best is not None
+    gain, offset, refractory = map(float, best.x)
+    return gain, offset, refractory, float(np.sqrt(np.mean((best.fun / lambda_s) ** 2)))
+
+
+def _neuron(curve: LIFCurve) -> tuple[float, float, float, float]:
+    return curve.noise_mV, curve.tau_m_ms, curve.threshold_gap_mV, curve.max_rate_hz
+
+
+@cache
+def lif_curve(noise_mV: float, tau_m_ms: float, threshold_gap_mV: float, max_rate_hz: float) -> LIFCurve:
+    """The lif activation of the neuron with this membrane noise (mV), membrane time constant (ms), threshold above
+    reset (mV) and 1/lambda (Hz): `LIF_CURVE` for the default neuron, else gain, offset and refractory period
+    fitted to the sigmoid over `SIGMOID_FIT_RANGE` (`fit_to_sigmoid`)."""
+    neuron = tuple(map(float, (noise_mV, tau_m_ms, threshold_gap_mV, max_rate_hz)))
+    if neuron == _neuron(LIF_CURVE):
+        return LIF_CURVE
+    gain, offset, refractory, _ = fit_to_sigmoid(
+        1.0 / neuron[3], SIGMOID_FIT_RANGE, neuron[0], neuron[2], neuron[1], MIN_REFRACTORY_MS
+    )
+    return LIFCurve(neuron[3], gain, offset, refractory, *neuron[:3])
+
+
 X_LOW, X_HIGH, TABLE_POINTS = -20.0, 40.0, 6001
 # phi below this is set to 0 (with its slope): the curve's far tail (1e-40 and less) is subnormal in float32, and
 # subnormal rates, slopes and gradients made training 2x slower at 128 units and 15x at the reference size
@@ -150,3 +235,10 @@ class TabulatedCurve:
 
 
 lif_activation = TabulatedCurve(LIF_CURVE)
+
+
+@cache
+def tabulated_lif(noise_mV: float, tau_m_ms: float, threshold_gap_mV: float, max_rate_hz: float) -> TabulatedCurve:
+    """The torch interpolant of `lif_curve` for this neuron (one per neuron; `lif_activation` for the default)."""
+    curve = lif_curve(noise_mV, tau_m_ms, threshold_gap_mV, max_rate_hz)
+    return lif_activation if curve is LIF_CURVE else TabulatedCurve(curve)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recircuit.circuit.lif_curve import lif_activation
+from recircuit.circuit.lif_curve import TabulatedCurve, lif_activation, tabulated_lif
 from recircuit.circuit.noise import standard_normal, standard_uniform
 from recircuit.circuit.normalization import InhibitoryNormalization
 from recircuit.circuit.scan import fused_scan_available, rate_scan
@@ -34,8 +34,17 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "softplus": F.softplus,
     "relu": torch.relu,
     "tanh": torch.tanh,
-    "lif": lif_activation,
+    "lif": lif_activation,  # the default neuron's; a circuit's own is `activation_of(spec)`
 }
+
+
+def activation_of(spec: CircuitSpec) -> Callable[[torch.Tensor], torch.Tensor]:
+    """phi of a circuit: ``network.activation``; for ``lif`` the curve of the twin's neuron (``spiking``'s membrane
+    noise, tau_m, threshold and lif_max_rate_hz)."""
+    if spec.network.activation == "lif":
+        neuron = spec.spiking
+        return tabulated_lif(neuron.membrane_noise_mV, neuron.tau_m_ms, neuron.threshold_gap_mV, neuron.lif_max_rate_hz)
+    return ACTIVATIONS[spec.network.activation]
 
 
 @dataclass(frozen=True)
@@ -135,7 +144,7 @@ class EICircuit(nn.Module):
         self.n_units = net.n_units
         self.dale = net.dale
         self.alpha = spec.alpha
-        self.phi = ACTIVATIONS[net.activation]
+        self.phi = activation_of(spec)
         self.noise_on_drive = net.noise.placement == "drive"
         self.n_readout = self.n_exc if self.dale else self.n_units
         n = self.n_units
@@ -298,7 +307,7 @@ class EICircuit(nn.Module):
         self.homeostatic_loss = torch.zeros((), device=drive.device)
         plain = self.normalization is None and _exact_bptt(rule, inputs.shape[-2])
         if plain and fused_scan_available():
-            activation = self.spec.network.activation
+            activation = self.phi if isinstance(self.phi, TabulatedCurve) else self.spec.network.activation
             return rate_scan(recurrent_t, drive, initial_rates, noise.recurrent, self.alpha, activation,
                              self.noise_on_drive)
         step_noise = noise.recurrent.unbind(0) if noise.recurrent is not None else [None] * inputs.shape[1]

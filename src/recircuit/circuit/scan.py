@@ -25,12 +25,13 @@ and fall back to the autograd loop where it says no.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from recircuit.circuit.lif_curve import lif_activation
+from recircuit.circuit.lif_curve import TabulatedCurve, lif_activation
 
 # Each activation maps the current c (batch, units) to phi(c), in place where it can, and, when ``slope`` is given,
 # writes alpha * phi'(c) into it (from phi(c) where that is exact, so no second pass over c is needed).
@@ -63,20 +64,30 @@ def _softplus(current: torch.Tensor, slope: torch.Tensor | None, alpha: float) -
     return F.softplus(current)
 
 
-def _lif(current: torch.Tensor, slope: torch.Tensor | None, alpha: float) -> torch.Tensor:
-    response, derivative = lif_activation.value_and_slope(current)
+def _tabulated(
+    curve: TabulatedCurve, current: torch.Tensor, slope: torch.Tensor | None, alpha: float
+) -> torch.Tensor:
+    response, derivative = curve.value_and_slope(current)
     if slope is not None:
         torch.mul(derivative, alpha, out=slope)  # a phi'(c), the interpolant's exact derivative
     return response
 
 
-ACTIVATE: dict[str, Callable[[torch.Tensor, torch.Tensor | None, float], torch.Tensor]] = {
+Activate = Callable[[torch.Tensor, torch.Tensor | None, float], torch.Tensor]
+ACTIVATE: dict[str, Activate] = {
     "sigmoid": _sigmoid,
     "relu": _relu,
     "tanh": _tanh,
     "softplus": _softplus,
-    "lif": _lif,
+    "lif": partial(_tabulated, lif_activation),  # the default neuron's curve
 }
+
+
+def _activate(activation: str | TabulatedCurve) -> Activate:
+    """The in-place activation of a name, or of a tabulated curve (a ``lif`` circuit's own, `EICircuit.phi`)."""
+    if isinstance(activation, TabulatedCurve):
+        return partial(_tabulated, activation)
+    return ACTIVATE[activation]
 
 
 def fused_scan_available() -> bool:
@@ -103,12 +114,12 @@ def _forward(
     initial: torch.Tensor,
     noise: torch.Tensor | None,
     alpha: float,
-    activation: str,
+    activation: str | TabulatedCurve,
     noise_on_drive: bool,
     keep_slopes: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Rates (..., batch, time, units) and, if asked, alpha * phi'(c) as (time, ..., batch, units)."""
-    activate = ACTIVATE[activation]
+    activate = _activate(activation)
     *lead, batch, steps, units = drive.shape
     rates = drive.new_empty(drive.shape)
     slopes = drive.new_empty(steps, *lead, batch, units) if keep_slopes else None
@@ -191,7 +202,7 @@ def rate_scan(
     initial: torch.Tensor,
     noise: torch.Tensor | None,
     alpha: float,
-    activation: str,
+    activation: str | TabulatedCurve,
     noise_on_drive: bool,
 ) -> torch.Tensor:
     """Rates (..., batch, time, units) of the leaky dynamics, differentiable by the fused BPTT backward.

@@ -153,7 +153,12 @@ def train(
     log(
         f"training {circuit}/{variant} seed {cfg.seed}: {model.n_units} units ({model.n_exc} E, {model.n_inh} I), "
         f"{task.kind}, {steps} steps x batch {batch} x {seq} time steps on {device_description(device)}, "
-        f"rule {cfg.rule}"
+        f"rule {cfg.rule}, activation {spec.network.activation}"
+        + (
+            f" (membrane noise {spec.spiking.membrane_noise_mV:g} mV, 1/lambda {spec.spiking.lif_max_rate_hz:g} Hz)"
+            if spec.network.activation == "lif"
+            else ""
+        )
         + (f", finite training set of {cfg.n_train_trajectories} trajectories" if train_set is not None else "")
     )
     if cfg.loss == "mse" and task.kind == "path_integration" and spec.task.place_cells.code_gain == 1.0:

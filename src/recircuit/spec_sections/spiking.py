@@ -9,6 +9,9 @@ from pydantic import Field, model_validator
 from recircuit.spec_sections.base import NonNegativeInt, PositiveFloat, PositiveInt, StrictModel
 
 
+LIF_MIN_REFRACTORY_MS = 1.0  # lower bound of a lif curve's fitted refractory period (recircuit.circuit.lif_curve)
+
+
 class SpikingSpec(StrictModel):
     target: Literal["cpp_standalone", "numpy"] = Field(
         "cpp_standalone", description="Brian2 code-generation target (numpy: no compiler needed, slower)"
@@ -48,12 +51,20 @@ class SpikingSpec(StrictModel):
     calibration_percentiles: tuple[float, float] = Field(
         (1.0, 99.0), description="operating range of the f-I fit: these percentiles of the rate circuit's currents"
     )
-    # --- neuron
+    # --- neuron (for network.activation lif also the rate circuit's f-I curve, so fixed once the circuit is trained)
     membrane_noise_mV: PositiveFloat = Field(
-        10.0, description="sigma of the white membrane noise (tau_m dv = ... + sigma sqrt(tau_m) dW), mV"
+        10.0,
+        description="sigma of the white membrane noise (tau_m dv = ... + sigma sqrt(tau_m) dW), mV; less noise fires "
+        "more regularly, so the twin adds less spike-count noise of its own",
     )
     tau_m_ms: PositiveFloat = Field(10.0, description="membrane time constant, ms")
     threshold_gap_mV: PositiveFloat = Field(15.0, description="threshold minus rest (= reset), mV")
+    lif_max_rate_hz: PositiveFloat = Field(
+        200.0,
+        description="1/lambda of a lif circuit (network.activation lif): the rate at which its activation is 1 "
+        "(sigmoid-like, saturating near 1.46/lambda); a higher rate fires more spikes for the same activity, so the "
+        "twin adds less spike-count noise; other activations search max_rate_grid_hz instead",
+    )
     synaptic_tau: Literal["rate_tau", "discrete_matched"] = Field(
         "rate_tau",
         description="synaptic decay: the rate tau (Kim et al. 2019), or -dt/ln(1 - dt/tau), whose exponential decay "
@@ -99,6 +110,11 @@ class SpikingSpec(StrictModel):
             )
         if self.min_refractory_ms < self.dt_ms:
             raise ValueError(f"min_refractory_ms ({self.min_refractory_ms}) must be >= dt_ms ({self.dt_ms})")
+        if 970.0 / self.lif_max_rate_hz <= LIF_MIN_REFRACTORY_MS:
+            raise ValueError(
+                f"lif_max_rate_hz ({self.lif_max_rate_hz}) must be below {970.0 / LIF_MIN_REFRACTORY_MS:g} Hz: a lif "
+                f"curve's refractory period (at least {LIF_MIN_REFRACTORY_MS} ms) must fit within 0.97 lambda"
+            )
         fastest = 1000.0 / max(self.max_rate_grid_hz)
         if fastest <= self.min_refractory_ms / 0.97:
             raise ValueError(

@@ -45,10 +45,14 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-from scipy.optimize import least_squares
 from scipy.special import expit
 
-from recircuit.circuit.lif_curve import LIF_CURVE, lif_activation, siegert_rate_hz
+from recircuit.circuit.lif_curve import (
+    LIFCurve,
+    TabulatedCurve,
+    fit_to_sigmoid,
+    siegert_rate_hz,
+)
 from recircuit.spiking.time_step import fit_drive, rate_table
 
 # What the converter knows about the rate circuit; anything else is a mechanism without a spiking counterpart.
@@ -142,6 +146,7 @@ class RateCircuit:
     norm_scale: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (n_norm,) c_k of y_k = c_k (i_k - m_k)
     norm_midpoint: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (n_norm,) m_k, model-space activity
     norm_current: float = 0.0  # Y: the interneurons' activity range maps onto currents [-Y, Y] (0 without any)
+    lif_curve: TabulatedCurve | None = None  # a ``lif`` circuit's activation (the torch model's interpolant)
 
     @property
     def n_units(self) -> int:
@@ -165,8 +170,8 @@ class RateCircuit:
     def phi(self, current: np.ndarray) -> np.ndarray:
         """The circuit's rate function in float64: sigmoid, or for a ``lif`` circuit the twin's LIF curve (the same
         interpolant the torch model uses)."""
-        if self.source_activation == "lif":
-            return lif_activation(torch.as_tensor(np.asarray(current, dtype=np.float64))).numpy()
+        if self.lif_curve is not None:
+            return self.lif_curve(torch.as_tensor(np.asarray(current, dtype=np.float64))).numpy()
         return expit(current)
 
     def interneuron_rates(self, previous: np.ndarray, inputs: np.ndarray) -> np.ndarray:
@@ -216,8 +221,14 @@ class RateCircuit:
             raise ConversionRefused("recurrent weights break Dale's law (E columns must be >= 0, I columns <= 0)")
 
 
-def check_convertible(spec, state_keys) -> None:
-    """Refuse, naming the spec field or parameter, what the LIF twin cannot represent."""
+def trained_lif_curve(model) -> LIFCurve | None:
+    """The f-I curve a ``lif`` circuit was trained with (its neuron's), None for other activations."""
+    return model.phi.curve if isinstance(model.phi, TabulatedCurve) else None
+
+
+def check_convertible(spec, state_keys, lif_curve: LIFCurve | None = None) -> None:
+    """Refuse, naming the spec field or parameter, what the LIF twin cannot represent; ``lif_curve``: the curve a
+    ``lif`` circuit was trained with (`trained_lif_curve`), whose neuron ``spec.spiking`` must keep."""
     net = spec.network
     if net.activation in ("relu", "softplus"):
         raise ConversionRefused(
@@ -229,22 +240,22 @@ def check_convertible(spec, state_keys) -> None:
         )
     if net.activation not in ("sigmoid", "tanh", "lif"):
         raise ConversionRefused(f"network.activation {net.activation!r} has no LIF counterpart here")
-    if net.activation == "lif":
+    if net.activation == "lif" and lif_curve is not None:
         neuron = spec.spiking
         mismatched = [
             f"spiking.{field} = {getattr(neuron, field)} (the activation's is {value})"
             for field, value in (
-                ("membrane_noise_mV", LIF_CURVE.noise_mV),
-                ("tau_m_ms", LIF_CURVE.tau_m_ms),
-                ("threshold_gap_mV", LIF_CURVE.threshold_gap_mV),
+                ("membrane_noise_mV", lif_curve.noise_mV),
+                ("tau_m_ms", lif_curve.tau_m_ms),
+                ("threshold_gap_mV", lif_curve.threshold_gap_mV),
+                ("lif_max_rate_hz", lif_curve.max_rate_hz),
             )
             if getattr(neuron, field) != value
         ]
         if mismatched:
             raise ConversionRefused(
-                "network.activation is 'lif': the circuit was trained with the f-I curve of a fixed LIF neuron "
-                "(recircuit.circuit.lif_curve.LIF_CURVE), so its twin must use that neuron, but "
-                + "; ".join(mismatched)
+                "network.activation is 'lif': the circuit was trained with the f-I curve of its spiking neuron, so "
+                "its twin must use that neuron (retrain to change it), but " + "; ".join(mismatched)
             )
     if net.normalization.kind == "divisive":
         raise ConversionRefused(DIVISIVE_REFUSAL)
@@ -302,12 +313,12 @@ def interneuron_activity(ix: np.ndarray, trajectories: RateTrajectories) -> np.n
     return previous @ ix[:, :n].T + inputs @ ix[:, n : n + n_inputs].T + ix[:, -1]
 
 
-def _phi_at_zero(activation: str) -> tuple[float, float]:
-    """(phi(0), phi'(0)) of the twin's rate function: (1/2, 1/4) for the sigmoid (and rewritten tanh); the LIF
-    curve's from its interpolant."""
-    if activation != "lif":
+def _phi_at_zero(lif_curve: TabulatedCurve | None) -> tuple[float, float]:
+    """(phi(0), phi'(0)) of the twin's rate function: (1/2, 1/4) for the sigmoid (and rewritten tanh); a lif
+    circuit's from its curve's interpolant."""
+    if lif_curve is None:
         return 0.5, 0.25
-    value, slope = lif_activation.value_and_slope(torch.zeros(1, dtype=torch.float64))
+    value, slope = lif_curve.value_and_slope(torch.zeros(1, dtype=torch.float64))
     return float(value[0]), float(slope[0])
 
 
@@ -327,7 +338,8 @@ def rate_circuit_from_model(
     [-``normalization_current``, +``normalization_current``] and gives their synapses onto the E units the decay
     ``normalization_tau_s`` (see the module docstring)."""
     spec = model.spec
-    check_convertible(spec, model.state_dict().keys())
+    lif_curve = model.phi if isinstance(model.phi, TabulatedCurve) else None
+    check_convertible(spec, model.state_dict().keys(), lif_curve.curve if lif_curve is not None else None)
     weights = {k: v.detach().cpu().double().numpy() for k, v in model.effective_weights().items()}
     n = weights["recurrent"].shape[0]
     n_exc = spec.network.n_exc
@@ -366,7 +378,7 @@ def rate_circuit_from_model(
         recurrent = np.zeros((n + k, n + k))
         recurrent[:n, :n] = w_rec
         # s_k = phi(y_k) ~ phi(0) + phi'(0) y_k (sigmoid: 1/2 + y/4), so i_k ~ m_k + (s_k - phi(0)) / (phi'(0) c_k)
-        level, slope = _phi_at_zero(spec.network.activation)
+        level, slope = _phi_at_zero(lif_curve)
         recurrent[:n_exc, n:] = -(1.0 / (slope * scale)) * ei
         recurrent[n:, :n] = scale[:, None] * ix_h
         w_rec = recurrent
@@ -395,6 +407,7 @@ def rate_circuit_from_model(
         dale=spec.network.dale,
         step_s=spec.task.dt_s,
         source_activation=spec.network.activation,
+        lif_curve=lif_curve,
         **norm,
     )
     circuit.check_dale()
@@ -416,6 +429,7 @@ class LIFCalibration:
     rms_error_hz: float  # RMS of the predicted rate (`rate_hz`) - target over the range, Hz
     target: str = "sigmoid"  # the rate function fitted: sigmoid, or lif (the circuit's own curve: exact)
     dt_ms: float | None = None  # fitted for the neuron integrated at this step (`time_step`); None: continuous time
+    curve: LIFCurve | None = None  # target lif: the circuit's curve
 
     @property
     def max_rate_hz(self) -> float:
@@ -429,7 +443,7 @@ class LIFCalibration:
     def target_rate_hz(self, current: np.ndarray) -> np.ndarray:
         """phi(x) / lambda, Hz: the sigmoid's, or for a lif circuit its LIF curve's."""
         current = np.asarray(current, dtype=np.float64)
-        return (LIF_CURVE(current) if self.target == "lif" else expit(current)) / self.lambda_s
+        return (self.curve(current) if self.curve is not None else expit(current)) / self.lambda_s
 
     def drive_mV(self, current: np.ndarray) -> np.ndarray:
         """Membrane drive gain x + offset (mV above rest) at rate-model current x."""
@@ -473,47 +487,13 @@ def calibrate_lif(
 ) -> LIFCalibration:
     """Fit gain (mV), offset (mV) and refractory period (ms) so the LIF rate follows sigmoid(x)/lambda on the range.
 
-    Least squares on a uniform grid of ``n_points`` currents; the refractory period is bounded to
-    [``min_refractory_ms``, lambda) so the neuron saturates near 1/lambda as the sigmoid does.
+    `recircuit.circuit.lif_curve.fit_to_sigmoid`: least squares on a uniform grid of ``n_points`` currents, the
+    refractory period bounded to [``min_refractory_ms``, 0.97 lambda] so the neuron saturates near 1/lambda.
     """
     low, high = map(float, current_range)
-    if not (np.isfinite(low) and np.isfinite(high) and high > low):
-        raise ValueError(f"operating range ({low}, {high}) must be finite with high > low")
-    if lambda_s <= 0:
-        raise ValueError(f"lambda must be > 0 s, got {lambda_s}")
-    max_refractory_ms = 0.97 * lambda_s * 1000.0
-    if max_refractory_ms <= min_refractory_ms:
-        raise ValueError(
-            f"max rate 1/lambda = {1 / lambda_s:.0f} Hz is too high for the minimum refractory period "
-            f"{min_refractory_ms} ms"
-        )
-    current = np.linspace(low, high, n_points)
-    target = expit(current) / lambda_s
-    tau_m_s = tau_m_ms / 1000.0
-    half_width = (high - low) / 2.0
-    centre = (high + low) / 2.0
-
-    def residual(p: np.ndarray) -> np.ndarray:
-        gain, offset, refractory = p
-        rate = siegert_rate_hz(gain * current + offset, noise_mV, gap_mV, tau_m_s, refractory / 1000.0)
-        return (rate - target) * lambda_s
-
-    best = None
-    # A few starts: the fit has shallow directions (gain vs noise), so keep the best of several.
-    for gain0 in (0.5 * gap_mV / half_width, 2.0 * gap_mV / half_width, 6.0 * gap_mV / half_width):
-        start = np.array([gain0, gap_mV - gain0 * centre, 0.8 * max_refractory_ms])
-        start[2] = np.clip(start[2], min_refractory_ms * 1.01, max_refractory_ms * 0.99)
-        fit = least_squares(
-            residual,
-            start,
-            bounds=([0.0, -20.0 * gap_mV, min_refractory_ms], [100.0 * gap_mV, 20.0 * gap_mV, max_refractory_ms]),
-            x_scale=[gap_mV / half_width, gap_mV, max_refractory_ms],
-        )
-        if best is None or fit.cost < best.cost:
-            best = fit
-    assert best is not None
-    gain, offset, refractory = map(float, best.x)
-    rms = float(np.sqrt(np.mean((best.fun / lambda_s) ** 2)))
+    gain, offset, refractory, rms = fit_to_sigmoid(
+        lambda_s, (low, high), noise_mV, gap_mV, tau_m_ms, min_refractory_ms, n_points
+    )
     return LIFCalibration(
         lambda_s=float(lambda_s),
         gain_mV=gain,
@@ -548,16 +528,18 @@ def correct_for_time_step(
     )
 
 
-def lif_curve_calibration(current_range: tuple[float, float], n_points: int = 161) -> LIFCalibration:
-    """The twin's neuron input of a circuit trained with the ``lif`` activation: no fit, the curve's own lambda, gain,
-    offset, refractory period and noise (`recircuit.circuit.lif_curve.LIF_CURVE`); the RMS error is that of the
-    torch interpolant against the exact curve over the operating range (rounding level)."""
+def lif_curve_calibration(
+    current_range: tuple[float, float], lif_curve: TabulatedCurve, n_points: int = 161
+) -> LIFCalibration:
+    """The twin's neuron input of a circuit trained with the ``lif`` activation ``lif_curve`` (`RateCircuit.lif_curve`):
+    no fit, the curve's own lambda, gain, offset, refractory period and noise; the RMS error is that of the torch
+    interpolant against the exact curve over the operating range (rounding level)."""
     low, high = map(float, current_range)
     if not (np.isfinite(low) and np.isfinite(high) and high > low):
         raise ValueError(f"operating range ({low}, {high}) must be finite with high > low")
     current = np.linspace(low, high, n_points)
-    curve = LIF_CURVE
-    interpolated = lif_activation(torch.as_tensor(current)).numpy()
+    curve = lif_curve.curve
+    interpolated = lif_curve(torch.as_tensor(current)).numpy()
     rms = float(np.sqrt(np.mean((interpolated - curve(current)) ** 2))) / curve.lambda_s
     return LIFCalibration(
         lambda_s=curve.lambda_s,
@@ -569,4 +551,5 @@ def lif_curve_calibration(current_range: tuple[float, float], n_points: int = 16
         current_high=high,
         rms_error_hz=rms,
         target="lif",
+        curve=curve,
     )

@@ -62,7 +62,6 @@ import torch
 import xarray as xr
 
 from recircuit.circuit.io import load_model
-from recircuit.circuit.lif_curve import LIF_CURVE
 from recircuit.circuit.network import EICircuit, Noise
 from recircuit.learning.evaluate import WAKING_FILE, unit_coords
 from recircuit.learning.train import error_variable
@@ -77,6 +76,7 @@ from recircuit.spiking.convert import (
     correct_for_time_step,
     lif_curve_calibration,
     rate_circuit_from_model,
+    trained_lif_curve,
 )
 from recircuit.spiking.effective_noise import effective_noise_sd
 from recircuit.spiking.network import (
@@ -661,9 +661,9 @@ def lambda_search(
     currents = rate_currents(circuit, trials)
     low, high = np.percentile(currents, sp.calibration_percentiles)
     seeds = [run_seed(sp.seed, "search", k) for k in range(sp.n_search_trials)]
-    if circuit.source_activation == "lif":  # the twin's neuron is the activation's: one exact point, no fit
-        grid = [LIF_CURVE.max_rate_hz]
-        calibrations = [lif_curve_calibration((low, high))]
+    if circuit.lif_curve is not None:  # the twin's neuron is the activation's: one exact point, no fit
+        grid = [circuit.lif_curve.curve.max_rate_hz]
+        calibrations = [lif_curve_calibration((low, high), circuit.lif_curve)]
         log(f"  network.activation lif: lambda is the curve's (1/lambda = {grid[0]:g} Hz), "
             "spiking.max_rate_grid_hz is not searched")  # fmt: skip
     else:
@@ -732,7 +732,7 @@ def spike(
     model.spec = with_overrides(model.spec, overrides)  # only the spiking/reactivation sections can change
     spec, task = model.spec, model.task
     sp, ev, rs = spec.spiking, spec.evaluation, spec.reactivation
-    check_convertible(spec, model.state_dict().keys())  # refuse before any work
+    check_convertible(spec, model.state_dict().keys(), trained_lif_curve(model))  # refuse before any work
     steps = ev.sequence_steps or spec.task.sequence_steps
     if sp.n_trials > ev.n_trials:
         raise ValueError(f"spiking.n_trials ({sp.n_trials}) exceeds evaluation.n_trials ({ev.n_trials})")
