@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from recircuit.spec_sections.spiking import LIF_MIN_REFRACTORY_MS as MIN_REFRACTORY_MS
+from recircuit.spec_sections.spiking import max_refractory_ms as refractory_bound_ms
 
 _GAUSS_X, _GAUSS_W = np.polynomial.legendre.leggauss(160)
 
@@ -112,7 +113,7 @@ def fit_to_sigmoid(
         raise ValueError(f"operating range ({low}, {high}) must be finite with high > low")
     if lambda_s <= 0:
         raise ValueError(f"lambda must be > 0 s, got {lambda_s}")
-    max_refractory_ms = 0.97 * lambda_s * 1000.0
+    max_refractory_ms = refractory_bound_ms(1.0 / lambda_s)
     if max_refractory_ms <= min_refractory_ms:
         raise ValueError(
             f"max rate 1/lambda = {1 / lambda_s:.0f} Hz is too high for the minimum refractory period "
@@ -147,22 +148,21 @@ def fit_to_sigmoid(
     return gain, offset, refractory, float(np.sqrt(np.mean((best.fun / lambda_s) ** 2)))
 
 
-def _neuron(curve: LIFCurve) -> tuple[float, float, float, float]:
-    return curve.noise_mV, curve.tau_m_ms, curve.threshold_gap_mV, curve.max_rate_hz
-
-
 @cache
 def lif_curve(noise_mV: float, tau_m_ms: float, threshold_gap_mV: float, max_rate_hz: float) -> LIFCurve:
     """The lif activation of the neuron with this membrane noise (mV), membrane time constant (ms), threshold above
     reset (mV) and 1/lambda (Hz): `LIF_CURVE` for the default neuron, else gain, offset and refractory period
     fitted to the sigmoid over `SIGMOID_FIT_RANGE` (`fit_to_sigmoid`)."""
-    neuron = tuple(map(float, (noise_mV, tau_m_ms, threshold_gap_mV, max_rate_hz)))
-    if neuron == _neuron(LIF_CURVE):
-        return LIF_CURVE
+    noise_mV, tau_m_ms, threshold_gap_mV, max_rate_hz = map(float, (noise_mV, tau_m_ms, threshold_gap_mV, max_rate_hz))
+    default = LIF_CURVE
+    if (noise_mV, tau_m_ms, threshold_gap_mV, max_rate_hz) == (
+        default.noise_mV, default.tau_m_ms, default.threshold_gap_mV, default.max_rate_hz
+    ):
+        return default
     gain, offset, refractory, _ = fit_to_sigmoid(
-        1.0 / neuron[3], SIGMOID_FIT_RANGE, neuron[0], neuron[2], neuron[1], MIN_REFRACTORY_MS
+        1.0 / max_rate_hz, SIGMOID_FIT_RANGE, noise_mV, threshold_gap_mV, tau_m_ms, MIN_REFRACTORY_MS
     )
-    return LIFCurve(neuron[3], gain, offset, refractory, *neuron[:3])
+    return LIFCurve(max_rate_hz, gain, offset, refractory, noise_mV, tau_m_ms, threshold_gap_mV)
 
 
 X_LOW, X_HIGH, TABLE_POINTS = -20.0, 40.0, 6001

@@ -145,6 +145,7 @@ class EICircuit(nn.Module):
         self.dale = net.dale
         self.alpha = spec.alpha
         self.phi = activation_of(spec)
+        self.lif_curve = self.phi if isinstance(self.phi, TabulatedCurve) else None  # a lif circuit's own curve
         self.noise_on_drive = net.noise.placement == "drive"
         self.n_readout = self.n_exc if self.dale else self.n_units
         n = self.n_units
@@ -307,7 +308,7 @@ class EICircuit(nn.Module):
         self.homeostatic_loss = torch.zeros((), device=drive.device)
         plain = self.normalization is None and _exact_bptt(rule, inputs.shape[-2])
         if plain and fused_scan_available():
-            activation = self.phi if isinstance(self.phi, TabulatedCurve) else self.spec.network.activation
+            activation = self.lif_curve if self.lif_curve is not None else self.spec.network.activation
             return rate_scan(recurrent_t, drive, initial_rates, noise.recurrent, self.alpha, activation,
                              self.noise_on_drive)
         step_noise = noise.recurrent.unbind(0) if noise.recurrent is not None else [None] * inputs.shape[1]

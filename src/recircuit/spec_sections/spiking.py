@@ -8,8 +8,12 @@ from pydantic import Field, model_validator
 
 from recircuit.spec_sections.base import NonNegativeInt, PositiveFloat, PositiveInt, StrictModel
 
-
 LIF_MIN_REFRACTORY_MS = 1.0  # lower bound of a lif curve's fitted refractory period (recircuit.circuit.lif_curve)
+
+
+def max_refractory_ms(max_rate_hz: float) -> float:
+    """Upper bound of a fitted refractory period, ms: 0.97 lambda, so the neuron saturates near 1/lambda."""
+    return 0.97 * 1000.0 / max_rate_hz
 
 
 class SpikingSpec(StrictModel):
@@ -110,13 +114,12 @@ class SpikingSpec(StrictModel):
             )
         if self.min_refractory_ms < self.dt_ms:
             raise ValueError(f"min_refractory_ms ({self.min_refractory_ms}) must be >= dt_ms ({self.dt_ms})")
-        if 970.0 / self.lif_max_rate_hz <= LIF_MIN_REFRACTORY_MS:
+        if max_refractory_ms(self.lif_max_rate_hz) <= LIF_MIN_REFRACTORY_MS:
             raise ValueError(
                 f"lif_max_rate_hz ({self.lif_max_rate_hz}) must be below {970.0 / LIF_MIN_REFRACTORY_MS:g} Hz: a lif "
                 f"curve's refractory period (at least {LIF_MIN_REFRACTORY_MS} ms) must fit within 0.97 lambda"
             )
-        fastest = 1000.0 / max(self.max_rate_grid_hz)
-        if fastest <= self.min_refractory_ms / 0.97:
+        if max_refractory_ms(max(self.max_rate_grid_hz)) <= self.min_refractory_ms:
             raise ValueError(
                 f"max_rate_grid_hz up to {max(self.max_rate_grid_hz)} Hz leaves no room for a refractory period >= "
                 f"min_refractory_ms ({self.min_refractory_ms} ms)"

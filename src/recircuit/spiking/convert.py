@@ -221,14 +221,9 @@ class RateCircuit:
             raise ConversionRefused("recurrent weights break Dale's law (E columns must be >= 0, I columns <= 0)")
 
 
-def trained_lif_curve(model) -> LIFCurve | None:
-    """The f-I curve a ``lif`` circuit was trained with (its neuron's), None for other activations."""
-    return model.phi.curve if isinstance(model.phi, TabulatedCurve) else None
-
-
-def check_convertible(spec, state_keys, lif_curve: LIFCurve | None = None) -> None:
+def check_convertible(spec, state_keys, lif_curve: TabulatedCurve | None = None) -> None:
     """Refuse, naming the spec field or parameter, what the LIF twin cannot represent; ``lif_curve``: the curve a
-    ``lif`` circuit was trained with (`trained_lif_curve`), whose neuron ``spec.spiking`` must keep."""
+    ``lif`` circuit was trained with (`EICircuit.lif_curve`), whose neuron ``spec.spiking`` must keep."""
     net = spec.network
     if net.activation in ("relu", "softplus"):
         raise ConversionRefused(
@@ -241,14 +236,14 @@ def check_convertible(spec, state_keys, lif_curve: LIFCurve | None = None) -> No
     if net.activation not in ("sigmoid", "tanh", "lif"):
         raise ConversionRefused(f"network.activation {net.activation!r} has no LIF counterpart here")
     if net.activation == "lif" and lif_curve is not None:
-        neuron = spec.spiking
+        neuron, trained = spec.spiking, lif_curve.curve
         mismatched = [
             f"spiking.{field} = {getattr(neuron, field)} (the activation's is {value})"
             for field, value in (
-                ("membrane_noise_mV", lif_curve.noise_mV),
-                ("tau_m_ms", lif_curve.tau_m_ms),
-                ("threshold_gap_mV", lif_curve.threshold_gap_mV),
-                ("lif_max_rate_hz", lif_curve.max_rate_hz),
+                ("membrane_noise_mV", trained.noise_mV),
+                ("tau_m_ms", trained.tau_m_ms),
+                ("threshold_gap_mV", trained.threshold_gap_mV),
+                ("lif_max_rate_hz", trained.max_rate_hz),
             )
             if getattr(neuron, field) != value
         ]
@@ -338,8 +333,8 @@ def rate_circuit_from_model(
     [-``normalization_current``, +``normalization_current``] and gives their synapses onto the E units the decay
     ``normalization_tau_s`` (see the module docstring)."""
     spec = model.spec
-    lif_curve = model.phi if isinstance(model.phi, TabulatedCurve) else None
-    check_convertible(spec, model.state_dict().keys(), lif_curve.curve if lif_curve is not None else None)
+    lif_curve = model.lif_curve
+    check_convertible(spec, model.state_dict().keys(), lif_curve)
     weights = {k: v.detach().cpu().double().numpy() for k, v in model.effective_weights().items()}
     n = weights["recurrent"].shape[0]
     n_exc = spec.network.n_exc
@@ -427,13 +422,17 @@ class LIFCalibration:
     current_low: float  # operating range of the rate-model current, lower end
     current_high: float  # upper end
     rms_error_hz: float  # RMS of the predicted rate (`rate_hz`) - target over the range, Hz
-    target: str = "sigmoid"  # the rate function fitted: sigmoid, or lif (the circuit's own curve: exact)
     dt_ms: float | None = None  # fitted for the neuron integrated at this step (`time_step`); None: continuous time
-    curve: LIFCurve | None = None  # target lif: the circuit's curve
+    curve: LIFCurve | None = None  # a lif circuit's own curve, the rate function fitted (exactly); None: the sigmoid
 
     @property
     def max_rate_hz(self) -> float:
         return 1.0 / self.lambda_s
+
+    @property
+    def target(self) -> str:
+        """The rate function fitted: 'sigmoid', or 'lif' (the circuit's own curve)."""
+        return "sigmoid" if self.curve is None else "lif"
 
     @property
     def relative_rms_error(self) -> float:
@@ -550,6 +549,5 @@ def lif_curve_calibration(
         current_low=low,
         current_high=high,
         rms_error_hz=rms,
-        target="lif",
         curve=curve,
     )

@@ -76,7 +76,6 @@ from recircuit.spiking.convert import (
     correct_for_time_step,
     lif_curve_calibration,
     rate_circuit_from_model,
-    trained_lif_curve,
 )
 from recircuit.spiking.effective_noise import effective_noise_sd
 from recircuit.spiking.network import (
@@ -732,7 +731,7 @@ def spike(
     model.spec = with_overrides(model.spec, overrides)  # only the spiking/reactivation sections can change
     spec, task = model.spec, model.task
     sp, ev, rs = spec.spiking, spec.evaluation, spec.reactivation
-    check_convertible(spec, model.state_dict().keys(), trained_lif_curve(model))  # refuse before any work
+    check_convertible(spec, model.state_dict().keys(), model.lif_curve)  # refuse before any work
     steps = ev.sequence_steps or spec.task.sequence_steps
     if sp.n_trials > ev.n_trials:
         raise ValueError(f"spiking.n_trials ({sp.n_trials}) exceeds evaluation.n_trials ({ev.n_trials})")
