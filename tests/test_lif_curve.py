@@ -13,6 +13,7 @@ from test_spiking import normalized_circuit, rate_equivalent_run
 from recircuit.circuit import ACTIVATIONS, build_circuit
 from recircuit.circuit.lif_curve import (
     LIF_CURVE,
+    LIF_CURVE_10MV_200HZ,
     X_HIGH,
     X_LOW,
     lif_activation,
@@ -31,13 +32,18 @@ from recircuit.spiking.convert import (
 from recircuit.spiking.simulate import simulate_rate_circuit
 
 
-def test_constants_are_the_lif_neurons_fit_to_the_sigmoid():
-    """LIF_CURVE's gain, offset and refractory period are calibrate_lif's fit of sigmoid(x) on [-6, 6] at 200 Hz."""
-    fit = calibrate_lif(1 / LIF_CURVE.max_rate_hz, (-6.0, 6.0), LIF_CURVE.noise_mV, LIF_CURVE.threshold_gap_mV,
-                        LIF_CURVE.tau_m_ms, 1.0)  # fmt: skip
-    assert fit.gain_mV == pytest.approx(LIF_CURVE.gain_mV, rel=1e-3)
-    assert fit.offset_mV == pytest.approx(LIF_CURVE.offset_mV, rel=1e-3)
-    assert fit.refractory_ms == pytest.approx(LIF_CURVE.refractory_ms, rel=1e-3)
+@pytest.mark.parametrize("pinned", [LIF_CURVE, LIF_CURVE_10MV_200HZ], ids=["default", "until_2026_12_06"])
+def test_constants_are_the_lif_neurons_fit_to_the_sigmoid(pinned):
+    """A pinned curve's gain, offset and refractory period are calibrate_lif's fit of sigmoid(x) on [-6, 6] for its
+    neuron, and the default spec's neuron is LIF_CURVE's."""
+    fit = calibrate_lif(1 / pinned.max_rate_hz, (-6.0, 6.0), pinned.noise_mV, pinned.threshold_gap_mV,
+                        pinned.tau_m_ms, 1.0)  # fmt: skip
+    assert fit.gain_mV == pytest.approx(pinned.gain_mV, rel=1e-3)
+    assert fit.offset_mV == pytest.approx(pinned.offset_mV, rel=1e-3)
+    assert fit.refractory_ms == pytest.approx(pinned.refractory_ms, rel=1e-3)
+    default = SpikingSpec()
+    neuron = (default.membrane_noise_mV, default.tau_m_ms, default.threshold_gap_mV, default.lif_max_rate_hz)
+    assert lif_curve(*neuron) is LIF_CURVE
     assert fit.relative_rms_error < 0.05  # sigmoid-like to 4 % of the maximum rate
     # phi = lambda f: zero far below, 1/2-ish at 0, saturating at lambda / t_ref
     assert LIF_CURVE(np.array([-10.0]))[0] < 1e-6 and 0.4 < LIF_CURVE(np.array([0.0]))[0] < 0.7
@@ -50,7 +56,9 @@ def test_interpolant_is_the_siegert_curve_with_its_derivatives():
     phi = lif_activation(x)
     inside = (x.detach() >= X_LOW) & (x.detach() <= X_HIGH)
     exact = LIF_CURVE(x.detach().clamp(X_LOW, X_HIGH).numpy())
-    np.testing.assert_allclose(phi.detach().numpy(), exact, atol=1e-9)
+    # 3e-8 at most (at the steep onset of the default neuron's curve): below float32's resolution near phi = 1
+    np.testing.assert_allclose(phi.detach().numpy(), exact, atol=5e-8)
+    assert np.abs(phi.detach().numpy() - exact).mean() < 1e-9
     drive = LIF_CURVE.gain_mV * 1.5 + LIF_CURVE.offset_mV
     direct = LIF_CURVE.lambda_s * siegert_rate_hz(np.array([drive]), LIF_CURVE.noise_mV, LIF_CURVE.threshold_gap_mV,
                                                   LIF_CURVE.tau_m_ms / 1e3, LIF_CURVE.refractory_ms / 1e3)  # fmt: skip
@@ -61,12 +69,14 @@ def test_interpolant_is_the_siegert_curve_with_its_derivatives():
     np.testing.assert_allclose(analytic.numpy(), slope.detach().numpy(), atol=1e-12)
     step, points = 1e-6, x.detach().numpy()
     numeric = (LIF_CURVE(points + step) - LIF_CURVE(points - step)) / (2 * step)
-    np.testing.assert_allclose(slope.detach().numpy()[inside], numeric[inside], atol=1e-6)
+    # the interpolant's slope is the curve's to 1e-5 (its steepest 0.3): training differentiates the interpolant
+    # exactly (above), and the twin needs only the values
+    np.testing.assert_allclose(slope.detach().numpy()[inside], numeric[inside], atol=2e-5)
     assert (slope.detach()[~inside] == 0).all()  # held beyond the table
     (curvature,) = torch.autograd.grad(slope.sum(), x)  # second derivative (the curvature analysis's HVPs)
     probe = (x.detach() > -3) & (x.detach() < 3)
     numeric2 = np.gradient(slope.detach().numpy(), x.detach().numpy())
-    np.testing.assert_allclose(curvature.numpy()[probe.numpy()], numeric2[probe.numpy()], atol=2e-3)
+    np.testing.assert_allclose(curvature.numpy()[probe.numpy()], numeric2[probe.numpy()], rtol=0.02, atol=2e-3)
     # float32 keeps the curve to float32 rounding
     x32 = torch.linspace(-8, 12, 1001)
     np.testing.assert_allclose(lif_activation(x32).numpy(), LIF_CURVE(x32.double().numpy()), atol=2e-6)
@@ -101,21 +111,22 @@ def test_a_lif_circuit_converts_without_a_fit(make_spec):
         cal.siegert_rate_hz(x, LIF_CURVE.threshold_gap_mV, LIF_CURVE.tau_m_ms), cal.target_rate_hz(x), rtol=1e-12
     )
     model.spec = with_section_overrides(model.spec, ["spiking.membrane_noise_mV=5"], ["spiking"])
-    with pytest.raises(ConversionRefused, match=r"spiking.membrane_noise_mV = 5.0 \(the activation's is 10.0\)"):
+    with pytest.raises(ConversionRefused, match=r"spiking.membrane_noise_mV = 5.0 \(the activation's is 3.0\)"):
         rate_circuit_from_model(model)
-    model.spec = with_section_overrides(model.spec, ["spiking.membrane_noise_mV=10", "spiking.lif_max_rate_hz=400"],
+    model.spec = with_section_overrides(model.spec, ["spiking.membrane_noise_mV=3", "spiking.lif_max_rate_hz=200"],
                                         ["spiking"])  # fmt: skip
-    with pytest.raises(ConversionRefused, match=r"spiking.lif_max_rate_hz = 400.0 \(the activation's is 200.0\)"):
+    with pytest.raises(ConversionRefused, match=r"spiking.lif_max_rate_hz = 200.0 \(the activation's is 400.0\)"):
         rate_circuit_from_model(model)
 
 
 def test_a_quieter_neurons_curve_is_fitted_to_the_sigmoid_and_cached():
-    """lif_curve of the default neuron is the pinned LIF_CURVE; another neuron's (less membrane noise, a higher
-    1/lambda) is fitted to the sigmoid on [-6, 6] (as well as the default's, to 5 % of the maximum rate), once per
-    neuron; the spec refuses a 1/lambda that leaves no room for the refractory period."""
-    assert lif_curve(10.0, 10.0, 15.0, 200.0) is LIF_CURVE and tabulated_lif(10.0, 10.0, 15.0, 200.0) is lif_activation
+    """lif_curve of a pinned neuron is its pinned curve; another neuron's (less membrane noise, a higher 1/lambda) is
+    fitted to the sigmoid on [-6, 6] (as well as the pinned ones, to 5 % of the maximum rate), once per neuron; the
+    spec refuses a 1/lambda that leaves no room for the refractory period."""
+    assert lif_curve(3.0, 10.0, 15.0, 400.0) is LIF_CURVE and tabulated_lif(3.0, 10.0, 15.0, 400.0) is lif_activation
+    assert lif_curve(10.0, 10.0, 15.0, 200.0) is LIF_CURVE_10MV_200HZ
     x = np.linspace(-6.0, 6.0, 161)
-    for noise_mV, max_rate_hz in ((3.0, 200.0), (3.0, 400.0), (10.0, 400.0)):
+    for noise_mV, max_rate_hz in ((3.0, 200.0), (10.0, 400.0), (2.0, 600.0)):
         other = lif_curve(noise_mV, 10.0, 15.0, max_rate_hz)
         assert (other.noise_mV, other.tau_m_ms, other.threshold_gap_mV) == (noise_mV, 10.0, 15.0)
         assert other.lambda_s == 1.0 / max_rate_hz
@@ -130,12 +141,13 @@ def test_a_quieter_neurons_curve_is_fitted_to_the_sigmoid_and_cached():
     assert tabulated_lif(3.0, 10.0, 15.0, 200.0).curve is quiet
 
 
-def test_a_circuit_trained_with_a_quieter_neuron_keeps_its_curve_into_the_twin(make_spec):
-    """spiking.membrane_noise_mV and lif_max_rate_hz set a lif circuit's activation: the model computes with that
-    neuron's curve, its rate equivalent reproduces it, and the twin's calibration is that curve."""
-    quiet = {"network.activation": "lif", "spiking.membrane_noise_mV": 3.0, "spiking.lif_max_rate_hz": 400.0}
-    model, task = build_circuit(make_spec("head_direction", quiet))
-    assert model.phi is tabulated_lif(3.0, 10.0, 15.0, 400.0)
+def test_a_circuit_trained_with_another_neuron_keeps_its_curve_into_the_twin(make_spec):
+    """spiking.membrane_noise_mV and lif_max_rate_hz set a lif circuit's activation: a circuit trained with the
+    default until 2026-12-06 (10 mV, 200 Hz) computes with that neuron's curve, its rate equivalent reproduces it, and
+    the twin's calibration is that curve."""
+    earlier = {"network.activation": "lif", "spiking.membrane_noise_mV": 10.0, "spiking.lif_max_rate_hz": 200.0}
+    model, task = build_circuit(make_spec("head_direction", earlier))
+    assert model.phi is tabulated_lif(10.0, 10.0, 15.0, 200.0) and model.phi.curve is LIF_CURVE_10MV_200HZ
     with torch.no_grad():
         model.bias.normal_(0, 1.0, generator=torch.Generator().manual_seed(3))
     circuit = rate_circuit_from_model(model)
@@ -143,12 +155,12 @@ def test_a_circuit_trained_with_a_quieter_neuron_keeps_its_curve_into_the_twin(m
     s, rates, _ = rate_equivalent_run(model, task, circuit)
     np.testing.assert_allclose(s, rates, atol=2e-5)
     default = build_circuit(make_spec("head_direction", {"network.activation": "lif"}))[0]
+    assert default.phi is lif_activation
     default.load_state_dict(model.state_dict())
     _, default_rates, _ = rate_equivalent_run(default, task, rate_circuit_from_model(default))
     assert np.abs(default_rates - rates).max() > 1e-3  # the neuron changes what the circuit computes
     cal = lif_curve_calibration((-3.0, 4.0), circuit.lif_curve)
-    curve = lif_curve(3.0, 10.0, 15.0, 400.0)
-    assert (cal.noise_mV, cal.gain_mV, cal.lambda_s) == (3.0, curve.gain_mV, 1 / 400.0)
+    assert (cal.noise_mV, cal.gain_mV, cal.lambda_s) == (10.0, LIF_CURVE_10MV_200HZ.gain_mV, 1 / 200.0)
     x = np.linspace(-3, 4, 9)
     np.testing.assert_allclose(cal.siegert_rate_hz(x, 15.0, 10.0), cal.target_rate_hz(x), rtol=1e-12)
 

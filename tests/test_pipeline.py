@@ -69,7 +69,7 @@ OVERLAYS = {
     "sigmoid": ("'network.activation=\"sigmoid\"'", ""),
     "mse": ("", "'training.loss=\"mse\"' task.place_cells.code_gain=100.0"),
     "cross_entropy": ("", "'training.loss=\"cross_entropy\"' task.place_cells.code_gain=1.0"),
-    "quiet_neuron": ("spiking.membrane_noise_mV=3.0 spiking.lif_max_rate_hz=400.0", ""),
+    "noisy_neuron": ("spiking.membrane_noise_mV=10.0 spiking.lif_max_rate_hz=200.0", ""),
 }
 
 

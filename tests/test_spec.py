@@ -170,6 +170,24 @@ def test_spec_json_round_trip(path: Path):
     assert spec_from_json(spec.model_dump_json()) == spec
 
 
+def test_a_stored_spec_older_than_a_field_gets_the_value_its_run_used():
+    """A run stored before spiking.lif_max_rate_hz existed was trained at 200 Hz (and 10 mV, which it stored), so it
+    loads with that neuron, not today's default (400 Hz); a run that stored the field keeps its own value."""
+    import json
+
+    from recircuit.circuit.lif_curve import LIF_CURVE_10MV_200HZ, lif_curve
+
+    stored = json.loads(load_spec(SHIPPED_SPECS[0], ["spiking.membrane_noise_mV=10"]).model_dump_json())
+    assert stored["spiking"]["lif_max_rate_hz"] == 400.0
+    del stored["spiking"]["lif_max_rate_hz"]
+    old = spec_from_json(json.dumps(stored)).spiking
+    assert old.lif_max_rate_hz == 200.0
+    neuron = (old.membrane_noise_mV, old.tau_m_ms, old.threshold_gap_mV, old.lif_max_rate_hz)
+    assert lif_curve(*neuron) is LIF_CURVE_10MV_200HZ
+    stored["spiking"]["lif_max_rate_hz"] = 300.0
+    assert spec_from_json(json.dumps(stored)).spiking.lif_max_rate_hz == 300.0
+
+
 @pytest.mark.parametrize("path", SHIPPED_SPECS, ids=lambda p: p.name)
 def test_resolved_yaml_round_trip(path: Path, tmp_path):
     spec = load_spec(path, ["training.steps=11"])

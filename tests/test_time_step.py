@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from recircuit.circuit.lif_curve import (
-    LIF_CURVE,
+    LIF_CURVE_10MV_200HZ,
     lif_activation,
     siegert_rate_hz,
     tabulated_lif,
@@ -20,7 +20,9 @@ from recircuit.spiking.time_step import (
     refractory_steps,
 )
 
-NOISE, GAP, TAU = LIF_CURVE.noise_mV, LIF_CURVE.threshold_gap_mV, LIF_CURVE.tau_m_ms
+# the default neuron until 2026-12-06: its noisier membrane makes the discretization error plain in a few tests
+NEURON = LIF_CURVE_10MV_200HZ
+NOISE, GAP, TAU = NEURON.noise_mV, NEURON.threshold_gap_mV, NEURON.tau_m_ms
 
 
 def simulated_rate_hz(drive_mV, refractory_ms, dt_ms, neurons, seconds, seed=0):
@@ -57,24 +59,24 @@ def test_refractory_steps_are_the_networks_rounding():
 def test_discrete_rate_is_the_rate_of_the_simulated_euler_neuron():
     """The Nystroem solution equals a Monte-Carlo simulation of the same update, within 4 standard errors, from the
     noise-driven to the saturated regime; and it differs from the Siegert rate there by more than that."""
-    drives = LIF_CURVE.gain_mV * np.array([-1.0, 0.0, 8.0]) + LIF_CURVE.offset_mV
-    exact = discrete_rate_hz(drives, NOISE, GAP, TAU, LIF_CURVE.refractory_ms, 0.1)
-    simulated, se = simulated_rate_hz(drives, LIF_CURVE.refractory_ms, 0.1, neurons=400, seconds=4.0)
+    drives = NEURON.gain_mV * np.array([-1.0, 0.0, 8.0]) + NEURON.offset_mV
+    exact = discrete_rate_hz(drives, NOISE, GAP, TAU, NEURON.refractory_ms, 0.1)
+    simulated, se = simulated_rate_hz(drives, NEURON.refractory_ms, 0.1, neurons=400, seconds=4.0)
     assert np.all(np.abs(exact - simulated) < 4 * se + 0.05), (exact, simulated, se)
-    siegert = siegert_rate_hz(drives, NOISE, GAP, TAU / 1e3, LIF_CURVE.refractory_ms / 1e3)
+    siegert = siegert_rate_hz(drives, NOISE, GAP, TAU / 1e3, NEURON.refractory_ms / 1e3)
     assert np.all(np.abs(siegert - simulated) > 4 * se), (siegert, simulated, se)
 
 
 def test_discrete_rate_tends_to_the_siegert_rate_as_the_step_shrinks():
     """The Euler neuron's rate converges to the continuous-time one: over 1% of the max rate off at 0.1 ms, under half
     of that at 0.01 ms (the threshold error shrinks as sqrt(dt), the refractory rounding as dt)."""
-    drives = LIF_CURVE.gain_mV * np.array([-1.0, 0.0, 1.0]) + LIF_CURVE.offset_mV
-    siegert = siegert_rate_hz(drives, NOISE, GAP, TAU / 1e3, LIF_CURVE.refractory_ms / 1e3)
+    drives = NEURON.gain_mV * np.array([-1.0, 0.0, 1.0]) + NEURON.offset_mV
+    siegert = siegert_rate_hz(drives, NOISE, GAP, TAU / 1e3, NEURON.refractory_ms / 1e3)
     errors = {
-        dt: np.abs(discrete_rate_hz(drives, NOISE, GAP, TAU, LIF_CURVE.refractory_ms, dt) - siegert).max()
+        dt: np.abs(discrete_rate_hz(drives, NOISE, GAP, TAU, NEURON.refractory_ms, dt) - siegert).max()
         for dt in (0.1, 0.01)
     }
-    assert errors[0.1] / LIF_CURVE.max_rate_hz > 0.01
+    assert errors[0.1] / NEURON.max_rate_hz > 0.01
     assert errors[0.01] < errors[0.1] / 2, errors
 
 
@@ -93,13 +95,16 @@ def test_rate_table_interpolates_the_exact_rate():
     assert table.rate_hz(np.array([-200.0]), 3.4)[0] == 0.0
 
 
-@pytest.mark.parametrize(("noise_mV", "dt_ms", "bound"), [(NOISE, 0.1, 0.002), (NOISE, 0.5, 0.015), (3.0, 0.1, 0.002)])
-def test_correction_fits_the_discrete_neuron_to_the_curve(noise_mV, dt_ms, bound):
+@pytest.mark.parametrize(
+    ("noise_mV", "max_rate_hz", "dt_ms", "bound"),
+    [(NOISE, 200.0, 0.1, 0.002), (NOISE, 200.0, 0.5, 0.015), (3.0, 200.0, 0.1, 0.002), (3.0, 400.0, 0.1, 0.002)],
+)
+def test_correction_fits_the_discrete_neuron_to_the_curve(noise_mV, max_rate_hz, dt_ms, bound):
     """For a lif circuit the continuous-time parameters are exact for the Siegert rate but 0.7% (0.1 ms) to 9% (0.5 ms)
     of the max rate off (RMS) for the neuron Brian2 integrates; refitted, the integrated neuron follows the curve
     at least 5 times closer (0.06% and 0.9%: whole-step refractory periods limit the coarse step), with a
-    refractory period of whole steps; so does a quieter neuron's (3 mV of membrane noise)."""
-    cal = lif_curve_calibration((-6.0, 6.0), tabulated_lif(noise_mV, TAU, GAP, 200.0))
+    refractory period of whole steps; so do quieter neurons' (3 mV of membrane noise; at 400 Hz the default)."""
+    cal = lif_curve_calibration((-6.0, 6.0), tabulated_lif(noise_mV, TAU, GAP, max_rate_hz))
     assert cal.noise_mV == noise_mV
     x = np.linspace(-6.0, 6.0, 41)
     target = cal.target_rate_hz(x)
@@ -126,8 +131,9 @@ def test_correction_keeps_the_refractory_period_above_its_bound():
 
 def test_brian2_neurons_fire_at_the_discrete_rate_numpy_target():
     """The twin's own network (Brian2, numpy target, lone neurons at constant current, the lif curve's neuron) fires
-    at `discrete_rate_hz`, within 4 standard errors (400 neurons x 1 s per current) or 0.5 Hz, and 1.5 Hz or more
-    away from the Siegert rate: so the discretized model is Brian2's update order, refractory rule included."""
+    at `discrete_rate_hz`, within 4 standard errors (400 neurons x 1 s per current) or 0.5 Hz, and more than 4
+    standard errors (up to 18 Hz) away from the Siegert rate: so the discretized model is Brian2's update order,
+    refractory rule included."""
     from recircuit.spiking.network import (
         LIFConstants,
         NetworkShape,
@@ -154,11 +160,11 @@ def test_brian2_neurons_fire_at_the_discrete_rate_numpy_target():
     counts = np.bincount(out.spike_unit[late], minlength=n).reshape(currents.size, replicas) / (shape.duration_s - 0.05)
     measured, se = counts.mean(1), counts.std(1, ddof=1) / np.sqrt(replicas)
     drives = cal.gain_mV * currents + cal.offset_mV
-    predicted = discrete_rate_hz(drives, NOISE, GAP, TAU, cal.refractory_ms, 0.1)
-    siegert = siegert_rate_hz(drives, NOISE, GAP, TAU / 1e3, cal.refractory_ms / 1e3)
+    predicted = discrete_rate_hz(drives, cal.noise_mV, GAP, TAU, cal.refractory_ms, 0.1)
+    siegert = siegert_rate_hz(drives, cal.noise_mV, GAP, TAU / 1e3, cal.refractory_ms / 1e3)
     # regular firing at x = 8 makes the SE tiny (0.07 Hz): there the bound is 0.5 Hz, 0.25% of the max rate
     assert np.all(np.abs(measured - predicted) < np.maximum(4 * se, 0.5)), (measured, predicted, se)
-    assert np.all(np.abs(measured - siegert) > np.maximum(4 * se, 1.5)), (measured, siegert, se)
+    assert np.all(np.abs(measured - siegert) > 4 * se) and np.abs(measured - siegert).max() > 10.0, (measured, siegert)
 
 
 def test_a_time_step_not_below_the_membrane_time_constant_is_refused(make_spec):

@@ -8,6 +8,7 @@ every problem at once as ``file:line: dotted.key: message``.
 from __future__ import annotations
 
 import io
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -392,9 +393,19 @@ def _plain(node: Any) -> Any:
     return node
 
 
+# A field added with a default that differs from what runs stored before it existed used: its value then.
+# spiking.lif_max_rate_hz (added 2026-12-06, default 400 Hz): every lif circuit before it was trained at 200 Hz.
+VALUES_BEFORE_FIELD_EXISTED = {("spiking", "lif_max_rate_hz"): 200.0}
+
+
 def spec_from_json(text: str) -> CircuitSpec:
-    """The spec stored inside a model file or a dataset's attrs."""
-    return CircuitSpec.model_validate_json(text)
+    """The spec stored inside a model file or a dataset's attrs; a field it predates (`VALUES_BEFORE_FIELD_EXISTED`)
+    gets the value its run was made with, not today's default."""
+    data = json.loads(text)
+    for (section, field), value in VALUES_BEFORE_FIELD_EXISTED.items():
+        if isinstance(data.get(section), dict):
+            data[section].setdefault(field, value)
+    return CircuitSpec.model_validate(data)
 
 
 def dump_spec_yaml(spec: CircuitSpec) -> str:

@@ -9,11 +9,13 @@ A circuit trained with it has the twin's f-I curve as its own, so the rate circu
 conversion needs no fit (shared/research/spiking_export.md §1.3). The neuron is the twin's (spec section
 ``spiking``: membrane noise, tau_m, threshold above reset, and the rate 1/lambda at which phi = 1; `lif_curve`), with
 gain, offset and refractory period fitted to sigmoid(x) over x in [-6, 6] (`fit_to_sigmoid`), so that the
-activation is a drop-in for the sigmoid. For the default neuron (membrane noise 10 mV, tau_m 10 ms, threshold 15 mV,
-1/lambda = 200 Hz) the fit is pinned as `LIF_CURVE` (relative RMS error 4 %; `tests/test_lif_curve.py` refits it):
-about 0 below x = -4, 0.55 at x = 0, 1.03 at x = 5, rising slowly to lambda / t_ref = 1.46. Another neuron's curve
-is fitted when first asked for. A quieter twin: less membrane noise fires more regularly, and a higher 1/lambda
-fires more spikes for the same rate-model activity, so the twin adds less spike-count noise of its own.
+activation is a drop-in for the sigmoid. For the default neuron (membrane noise 3 mV, tau_m 10 ms, threshold 15 mV,
+1/lambda = 400 Hz) the fit is pinned as `LIF_CURVE` (relative RMS error 5 %; `tests/test_lif_curve.py` refits it):
+about 0 below x = -4, 0.55 at x = 0, 1.03 at x = 5, rising slowly to lambda / t_ref = 1.54. So is the default
+until 2026-12-06 (10 mV, 200 Hz: `LIF_CURVE_10MV_200HZ`), so that circuits trained with it compute as they did.
+Another neuron's curve is fitted when first asked for. Why this default: less membrane noise fires more regularly,
+and a higher 1/lambda fires more spikes for the same rate-model activity, so the twin adds less spike-count noise of
+its own (README, "Spiking twin").
 
 In torch the curve is a cubic Hermite interpolant of tabulated values and slopes (float64 Siegert, `TABLE_POINTS`
 nodes on [X_LOW, X_HIGH]), stored as each cell's cubic coefficients (one gather per element): exact first derivative
@@ -78,7 +80,17 @@ class LIFCurve:
         return self.lambda_s * siegert_rate_hz(drive, self.noise_mV, self.threshold_gap_mV, tau_m_s, refractory_s)
 
 
+# fit_to_sigmoid's result to the last digit, so a circuit trained before it was pinned computes exactly as then
 LIF_CURVE = LIFCurve(
+    max_rate_hz=400.0,
+    gain_mV=26.84763135879991,
+    offset_mV=59.575510505686466,
+    refractory_ms=1.6280327483287345,
+    noise_mV=3.0,
+    tau_m_ms=10.0,
+    threshold_gap_mV=15.0,
+)
+LIF_CURVE_10MV_200HZ = LIFCurve(
     max_rate_hz=200.0,
     gain_mV=15.6969,
     offset_mV=32.5088,
@@ -87,6 +99,10 @@ LIF_CURVE = LIFCurve(
     tau_m_ms=10.0,
     threshold_gap_mV=15.0,
 )
+PINNED_CURVES = {
+    (curve.noise_mV, curve.tau_m_ms, curve.threshold_gap_mV, curve.max_rate_hz): curve
+    for curve in (LIF_CURVE, LIF_CURVE_10MV_200HZ)
+}
 SIGMOID_FIT_RANGE = (-6.0, 6.0)  # currents over which a lif curve follows sigmoid(x)
 
 
@@ -151,14 +167,13 @@ def fit_to_sigmoid(
 @cache
 def lif_curve(noise_mV: float, tau_m_ms: float, threshold_gap_mV: float, max_rate_hz: float) -> LIFCurve:
     """The lif activation of the neuron with this membrane noise (mV), membrane time constant (ms), threshold above
-    reset (mV) and 1/lambda (Hz): `LIF_CURVE` for the default neuron, else gain, offset and refractory period
-    fitted to the sigmoid over `SIGMOID_FIT_RANGE` (`fit_to_sigmoid`)."""
-    noise_mV, tau_m_ms, threshold_gap_mV, max_rate_hz = map(float, (noise_mV, tau_m_ms, threshold_gap_mV, max_rate_hz))
-    default = LIF_CURVE
-    if (noise_mV, tau_m_ms, threshold_gap_mV, max_rate_hz) == (
-        default.noise_mV, default.tau_m_ms, default.threshold_gap_mV, default.max_rate_hz
-    ):
-        return default
+    reset (mV) and 1/lambda (Hz): one of `PINNED_CURVES` (the default neuron's `LIF_CURVE` and the earlier
+    default), else gain, offset and refractory period fitted to the sigmoid over `SIGMOID_FIT_RANGE`
+    (`fit_to_sigmoid`)."""
+    neuron = tuple(map(float, (noise_mV, tau_m_ms, threshold_gap_mV, max_rate_hz)))
+    if neuron in PINNED_CURVES:
+        return PINNED_CURVES[neuron]
+    noise_mV, tau_m_ms, threshold_gap_mV, max_rate_hz = neuron
     gain, offset, refractory, _ = fit_to_sigmoid(
         1.0 / max_rate_hz, SIGMOID_FIT_RANGE, noise_mV, threshold_gap_mV, tau_m_ms, MIN_REFRACTORY_MS
     )

@@ -57,17 +57,17 @@ class SpikingSpec(StrictModel):
     )
     # --- neuron (for network.activation lif also the rate circuit's f-I curve, so fixed once the circuit is trained)
     membrane_noise_mV: PositiveFloat = Field(
-        10.0,
+        3.0,
         description="sigma of the white membrane noise (tau_m dv = ... + sigma sqrt(tau_m) dW), mV; less noise fires "
-        "more regularly, so the twin adds less spike-count noise of its own",
+        "more regularly, so the twin adds less spike-count noise of its own (10 until 2026-12-06)",
     )
     tau_m_ms: PositiveFloat = Field(10.0, description="membrane time constant, ms")
     threshold_gap_mV: PositiveFloat = Field(15.0, description="threshold minus rest (= reset), mV")
     lif_max_rate_hz: PositiveFloat = Field(
-        200.0,
+        400.0,
         description="1/lambda of a lif circuit (network.activation lif): the rate at which its activation is 1 "
         "(sigmoid-like, saturating near 1.46/lambda); a higher rate fires more spikes for the same activity, so the "
-        "twin adds less spike-count noise; other activations search max_rate_grid_hz instead",
+        "twin adds less spike-count noise (200 until 2026-12-06); other activations search max_rate_grid_hz instead",
     )
     synaptic_tau: Literal["rate_tau", "discrete_matched"] = Field(
         "rate_tau",
