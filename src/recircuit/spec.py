@@ -393,8 +393,8 @@ def _plain(node: Any) -> Any:
     return node
 
 
-# A field added with a default that differs from what runs stored before it existed used: its value then.
-# spiking.lif_max_rate_hz (added 2026-12-06, default 400 Hz): every lif circuit before it was trained at 200 Hz.
+# Fields added after runs were stored, whose default is not what those runs used: a stored spec without the field
+# gets the value it was run with. spiking.lif_max_rate_hz (default 400 Hz): every lif circuit before it had 200 Hz.
 VALUES_BEFORE_FIELD_EXISTED = {("spiking", "lif_max_rate_hz"): 200.0}
 
 

@@ -66,7 +66,7 @@ class SpikingSpec(StrictModel):
     lif_max_rate_hz: PositiveFloat = Field(
         400.0,
         description="1/lambda of a lif circuit (network.activation lif): the rate at which its activation is 1 "
-        "(sigmoid-like, saturating near 1.46/lambda); a higher rate fires more spikes for the same activity, so the "
+        "(sigmoid-like, saturating near 1.5/lambda); a higher rate fires more spikes for the same activity, so the "
         "twin adds less spike-count noise (200 until 2026-12-06); other activations search max_rate_grid_hz instead",
     )
     synaptic_tau: Literal["rate_tau", "discrete_matched"] = Field(
