@@ -13,7 +13,7 @@ from test_spiking import normalized_circuit
 from recircuit.circuit import build_circuit
 from recircuit.spiking.convert import rate_circuit_from_model
 from recircuit.spiking.effective_noise import effective_noise_sd, step_innovations
-from recircuit.spiking.simulate import decode, matched_rate_quiescence, simulate_rate_circuit
+from recircuit.spiking.simulate import decode, matched_rate_quiescence, simulate_rate_circuit, state_noise
 
 
 def trials_of(model, task, n_trials: int, steps: int):
@@ -34,13 +34,15 @@ def test_effective_noise_recovers_the_state_noise_of_a_rate_circuit(make_spec, a
     alpha = circuit.step_s / circuit.tau_s[: circuit.n_model]
     to_sigmoid = 0.5 if activation == "tanh" else 1.0
     draws = np.random.default_rng(1).standard_normal(inputs.shape[:2] + (circuit.n_model,))
-    rates = simulate_rate_circuit(circuit, inputs, h0, state_noise=draws * sd * np.sqrt(alpha) * to_sigmoid)
+    noise = state_noise(circuit, sd, draws)
+    np.testing.assert_allclose(noise, draws * sd * np.sqrt(alpha) * to_sigmoid, rtol=1e-12)
+    rates = simulate_rate_circuit(circuit, inputs, h0, state_noise=noise)
     estimate = effective_noise_sd(circuit, expit, rates, inputs)
     # 40 x 99 innovations per unit: the SD's relative standard error is about 1/sqrt(2 x 3960) = 1.1 %
     np.testing.assert_allclose(estimate, sd, rtol=0.05)
     # the innovations are the draws themselves (the map is exact), whatever the noise did to the trajectory
     innovations = step_innovations(circuit, expit, rates, inputs)
-    np.testing.assert_allclose(innovations, (draws * sd * np.sqrt(alpha) * to_sigmoid)[:, 1:], atol=1e-12)
+    np.testing.assert_allclose(innovations, noise[:, 1:], atol=1e-12)
 
 
 def test_no_noise_and_the_right_map_give_zero_interneurons_included(make_spec):

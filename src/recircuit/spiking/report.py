@@ -10,6 +10,7 @@ twin's KL is to its own rate circuit's waking occupancy.
 
 from __future__ import annotations
 
+import numpy as np
 import xarray as xr
 
 from recircuit.claims import claim_row, claims_table
@@ -56,12 +57,51 @@ def report_rows(ds: xr.Dataset) -> list[dict[str, object]]:
     return rows
 
 
+ERROR_SOURCES = ("fi_only_error_ratio", "noise_only_error_ratio")
+
+
+def error_source_rows(ds: xr.Dataset) -> list[dict[str, object]]:
+    """Per circuit and variant, medians over seeds of the twin's error over the noise-free rate circuit's and of
+    what its f-I curve alone and its noise alone cost the rate circuit (`fi_only_error_ratio`,
+    `noise_only_error_ratio`); empty when the summary predates either."""
+    if not all(name in ds for name in ERROR_SOURCES) or "rate_noise" not in ds["error_ratio"].dims:
+        return []
+    rows = []
+    for circuit in ds["circuit"].values:
+        for variant in ds["variant"].values:
+            one = ds.sel(circuit=circuit, variant=variant)
+            twin = one["error_ratio"].sel(rate_noise="none")
+            if not np.isfinite(twin.values).any():
+                continue
+            rows.append({
+                "circuit": str(circuit),
+                "variant": str(variant),
+                "twin": float(np.nanmedian(twin.values)),
+                **{name: float(np.nanmedian(one[name].values)) for name in ERROR_SOURCES},
+            })
+    return rows
+
+
 def report(ds: xr.Dataset) -> str:
-    """The rows of `report_rows` as a text table, with the quiescent window the offline KL used."""
+    """The rows of `report_rows` as a text table, with the quiescent window the offline KL used, then where the
+    twins' error comes from (`error_source_rows`)."""
     rows = report_rows(ds)
     if not rows:
         return "no spiking checks apply (the summary has no finite error ratios, correlations or offline KLs)"
     lines = claims_table(rows)
     if "quiet_distribution_window_steps" in ds.attrs:
         lines.append(f"offline KL on quiescent steps {ds.attrs['quiet_distribution_window_steps']} since input removal")
+    sources = error_source_rows(ds)
+    if sources:
+        lines += [
+            "",
+            "decoding error / the noise-free rate circuit's (median over seeds): the twin; the rate circuit with the",
+            "twin's f-I curve and no noise; the rate circuit with its own rate function and the twin's noise",
+            f"{'circuit':<18} {'variant':<26} {'twin':>6} {'f-I only':>9} {'noise only':>11}",
+        ]
+        lines += [
+            f"{row['circuit']:<18} {row['variant']:<26} {row['twin']:>6.2f} {row['fi_only_error_ratio']:>9.2f} "
+            f"{row['noise_only_error_ratio']:>11.2f}"
+            for row in sources
+        ]
     return "\n".join(lines)

@@ -34,7 +34,10 @@ and separately over the normalization interneurons).
 The twin's own noise (`effective_noise`): the one-step innovation of lambda r on the task trials against the twin's
 rate map (its LIF f-I curve), in the units of network.noise.recurrent_sd. The rate circuit is run offline from the
 quiescent starts with that noise per unit (`matched_rate_quiescence`), once with its own rate function and once with the
-twin's fitted LIF curve, on the same draws: the twin's noise level alone, and the twin's mean field with it.
+twin's fitted LIF curve, on the same draws: the twin's noise level alone, and the twin's mean field with it. On
+the task trials the rate circuit with its own rate function and that noise gives `noise_only_error_ratio` (over the
+noise-free rate circuit's error), beside `fi_only_error_ratio` (the LIF f-I curve, no noise): the twin's error
+ratio at rate_noise=none is near their product when the conversion adds nothing else.
 
 Subtractive normalization (`convert.py`): the interneurons are n_I extra LIF neurons after the n model units
 (population 'I_norm'), set up from the search trials (computed once, for the interneurons' range and the lambda
@@ -95,8 +98,11 @@ RATE_NOISE = ("evaluation", "none")
 RATE_MAPS = ("own", "twin_fi")  # rate maps of the quiescence with the twin's noise: the circuit's own, the twin's
 ACTIVE_RATE_HZ = 1.0  # units above this mean task rate enter the median correlation
 SILENT_RATE_HZ = 0.1  # units below this mean rate count as silent
+NOISE_ONLY_DRAWS = 5  # draws of the twin's noise that noise_only_error_ratio averages over
 COMPRESSION = {"zlib": True, "complevel": 4}
-PURPOSE = {"search": 1, "task": 2, "quiescence": 3, "fi": 4, "quiescent_noise": 5, "matched_noise": 6}
+PURPOSE = {
+    "search": 1, "task": 2, "quiescence": 3, "fi": 4, "quiescent_noise": 5, "matched_noise": 6, "task_noise": 7,
+}  # fmt: skip
 
 
 def run_seed(base: int, purpose: str, *key: int) -> int:
@@ -319,6 +325,14 @@ def _counts(unit: np.ndarray, spike_time: np.ndarray, steps: int, step_s: float,
     return np.bincount(step_bin * n + unit, minlength=steps * n).reshape(steps, n)
 
 
+def state_noise(circuit: RateCircuit, unit_noise_sd: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """Sigmoid-space state noise (trial, time, n_model) for `simulate_rate_circuit` from standard normal ``draws`` of
+    that shape: SD ``unit_noise_sd`` (n_model,) per sqrt(tau) in the model's own units, i.e. sd sqrt(dt/tau) per
+    step, as the rate model's state-placed recurrent noise and `effective_noise_sd` measure it."""
+    alpha = circuit.step_s / circuit.tau_s[: circuit.n_model]
+    return draws * (np.asarray(unit_noise_sd, dtype=np.float64) * np.sqrt(alpha) * circuit.state_scale)
+
+
 def matched_rate_quiescence(
     model: EICircuit,
     circuit: RateCircuit,
@@ -341,12 +355,11 @@ def matched_rate_quiescence(
     its SD adds to the twin's in quadrature (independent Gaussian state noises), under drive placement its drive
     draws (trial, steps, >= n_model) are added to the currents."""
     n = circuit.n_model
-    alpha = circuit.step_s / circuit.tau_s[:n]
     rate_sd, rate_drive = rate_noise
     sd = np.asarray(unit_noise_sd, dtype=np.float64)
     if rate_drive is None:
         sd = np.sqrt(sd**2 + rate_sd**2)
-    noise = draws * (sd * np.sqrt(alpha) * circuit.state_scale)
+    noise = state_noise(circuit, sd, draws)
     zeros = np.zeros((initial_rates.shape[0], steps, circuit.input.shape[1]))
     current_noise = rate_drive[..., :n] if rate_drive is not None else None
     rates = simulate_rate_circuit(circuit, zeros, initial_rates, activation, noise, current_noise)
@@ -834,6 +847,19 @@ def spike(
     twin_noise = effective_noise_sd(circuit, lif, spiking_activity, trials.inputs)
     active = unit_rate[:n_model] > ACTIVE_RATE_HZ
     twin_noise_median = float(np.median(twin_noise[active])) if active.any() else float("nan")
+    # The twin's noise alone: the rate circuit with its own rate function and state noise of the twin's SD per unit
+    # on the same trials, its error averaged over NOISE_ONLY_DRAWS draws of that noise (one draw's mean over a few
+    # trials varies by 10-20%). Beside fi_only_error_ratio it tells the twin's noise from its conversion.
+    noise_rng = np.random.default_rng(run_seed(sp.seed, "task_noise"))
+    noise_only_error = np.zeros_like(error)
+    for _ in range(NOISE_ONLY_DRAWS):
+        draws = noise_rng.standard_normal((sp.n_trials, steps, n_model))
+        noisy_rates = simulate_rate_circuit(
+            circuit, trials.inputs, trials.initial_rates, state_noise=state_noise(circuit, twin_noise, draws)
+        )
+        noisy_decoded = decode(model, noisy_rates @ circuit.output.T + circuit.output_bias)
+        noise_only_error += decoding_error(model, noisy_decoded, trials.states) / NOISE_ONLY_DRAWS
+    noise_only_ratio = float(noise_only_error.mean() / trials.error["none"].mean())
 
     # ----- quiescence
     kl = kl_uniform = kl_rate = float("nan")
@@ -898,6 +924,10 @@ def spike(
         f"  the twin's own noise: {twin_noise_median:.3g} per sqrt(tau) (median over units firing > "
         f"{ACTIVE_RATE_HZ} Hz), against network.noise.recurrent_sd = {spec.network.noise.recurrent_sd:g}"
     )
+    log(
+        f"  the twin's noise alone (rate circuit with it, no spikes): error {noise_only_error.mean():.3f}, "
+        f"{noise_only_ratio:.2f} x the noise-free rate circuit's (the twin: {error_ratio['none']:.2f} x)"
+    )
     if circuit.n_norm:
         log(
             f"  normalization interneurons: median r {norm_medians['evaluation'][0]:.3f} (noise-free rate "
@@ -953,6 +983,18 @@ def spike(
     ds["fi_only_error_ratio"] = label(
         xr.DataArray(fi_only_ratio),
         "mean decoding error of the rate circuit with the LIF f-I curve / of the noise-free rate circuit",
+        "1",
+    )
+    ds[f"noise_only_{error_name}"] = label(
+        xr.DataArray(noise_only_error, dims=("trial", "time")),
+        f"{error_long} of the rate circuit (its own rate function, no spikes) with state noise of twin_noise_sd per "
+        f"unit, mean over {NOISE_ONLY_DRAWS} draws of that noise",
+        error_units,
+    )
+    ds["noise_only_error_ratio"] = label(
+        xr.DataArray(noise_only_ratio),
+        "mean decoding error of the rate circuit with the twin's noise / of the noise-free rate circuit: what the "
+        "twin's noise alone costs (compare error_ratio at rate_noise=none)",
         "1",
     )
     ds = with_sweep_dims(ds, circuit=meta["circuit"], variant=meta["variant"], seed=meta["seed"])
