@@ -163,6 +163,10 @@ def test_tiny_run_writes_labelled_finite_datasets(tiny_run):
     assert "1/1 seeds" in reactivation_report or "0/1 seeds" in reactivation_report
     spiking_report = (results / "summary/spiking_report.txt").read_text()
     assert spiking_report.splitlines()[1].startswith("head_direction") and "noisy: error ratio" in spiking_report
+    assert float(spiking["noise_only_error_ratio"].sel(circuit="head_direction", variant="noisy", seed=0)) > 0
+    lines = spiking_report.splitlines()  # then the table of error sources, one row per spiked circuit and variant
+    header = next(k for k, line in enumerate(lines) if line.endswith("noise only"))
+    assert [line.split()[:2] for line in lines[header + 1 :]] == [["head_direction", "noisy"]]
     for name in ("training/training_curves", "training/decoded_trajectories", "training/error_over_time",
                  "reactivation/reactivation_path_integration_kl", "spiking/spiking_agreement"):
         for ext in ("png", "pdf"):

@@ -709,7 +709,9 @@ def test_spike_command_writes_spiking_nc_and_figures(make_spec, tmp_path, tiny_s
     assert one["fi_only_position_error"].shape == one["spiking_position_error"].shape
     assert float(one["noise_only_error_ratio"]) > 0
     assert one["noise_only_position_error"].shape == one["spiking_position_error"].shape
-    assert "the twin's noise alone (rate circuit with it, no spikes)" in capsys.readouterr().out
+    assert float(one["mean_field_error_ratio"]) > 0
+    assert one["mean_field_position_error"].shape == one["spiking_position_error"].shape
+    assert "the twin without spikes (its f-I curve and synapses in continuous time)" in capsys.readouterr().out
     assert np.isfinite(float(one["kl_offline"])) and np.isfinite(float(one["kl_offline_rate"]))
     assert ds.attrs["quiet_distribution_window_steps"] == "11-30"  # after the burn-in, to the end (no window set)
     # the twin's own noise: positive where units fire, and the rate quiescence run with it, for both rate maps
@@ -878,15 +880,17 @@ def test_spiking_report_counts_the_seeds_where_each_twin_claim_holds(tmp_path, c
     # with both error sources in the summary, a table per variant of medians over seeds (error_ratio at none)
     sources = ds.assign(
         fi_only_error_ratio=(dims, np.full(shape, 1.01)),
+        mean_field_error_ratio=(dims, np.full(shape, 1.5)),
         noise_only_error_ratio=(dims, np.array([[[2.0, 3.0, 4.0], [1.5, 1.5, 1.5], [1.1, 1.2, 1.3]]])),
     )
     table = {(r["circuit"], r["variant"]): r for r in error_source_rows(sources)}
     assert table["pi", "noisy"] == {
-        "circuit": "pi", "variant": "noisy", "twin": 9.0, "fi_only_error_ratio": 1.01, "noise_only_error_ratio": 3.0
+        "circuit": "pi", "variant": "noisy", "twin": 9.0, "fi_only_error_ratio": 1.01, "mean_field_error_ratio": 1.5,
+        "noise_only_error_ratio": 3.0,
     }  # fmt: skip
     assert table["pi", "biased"]["noise_only_error_ratio"] == pytest.approx(1.2)
-    assert report(sources).splitlines()[-3].split() == ["pi", "noisy", "9.00", "1.01", "3.00"]
-    assert error_source_rows(ds) == []  # a summary written before noise_only_error_ratio existed
+    assert report(sources).splitlines()[-3].split() == ["pi", "noisy", "9.00", "1.01", "1.50", "3.00"]
+    assert error_source_rows(ds) == []  # a summary written before these ratios existed
     ds.to_netcdf(tmp_path / "spiking.nc", engine="h5netcdf")
     assert main(["spiking-report", str(tmp_path / "spiking.nc")]) == 0
     assert "2/3 seeds" in capsys.readouterr().out

@@ -34,10 +34,15 @@ and separately over the normalization interneurons).
 The twin's own noise (`effective_noise`): the one-step innovation of lambda r on the task trials against the twin's
 rate map (its LIF f-I curve), in the units of network.noise.recurrent_sd. The rate circuit is run offline from the
 quiescent starts with that noise per unit (`matched_rate_quiescence`), once with its own rate function and once with the
-twin's fitted LIF curve, on the same draws: the twin's noise level alone, and the twin's mean field with it. On
-the task trials the rate circuit with its own rate function and that noise gives `noise_only_error_ratio` (over the
-noise-free rate circuit's error), beside `fi_only_error_ratio` (the LIF f-I curve, no noise): the twin's error
-ratio at rate_noise=none is near their product when the conversion adds nothing else.
+twin's fitted LIF curve, on the same draws: the twin's noise level alone, and the twin's mean field with it.
+
+Where the twin's task error comes from, each over the noise-free rate circuit's error on the same trials:
+`fi_only_error_ratio`, the trained Euler map with the twin's LIF f-I curve; `mean_field_error_ratio`, the twin
+without spikes (`continuous_rate_circuit`: that curve and the twin's synaptic kernels in continuous time), which
+shows what leaving the trained time step costs, a large cost when dt/tau is large (0.5 on the head-direction ring);
+`noise_only_error_ratio`, the rate circuit with Gaussian state noise of twin_noise_sd per unit. twin_noise_sd counts
+everything the one-step map misses, continuous-time dynamics included, so noise_only is an upper bound on what
+spike noise alone costs where mean_field is above 1.
 
 Subtractive normalization (`convert.py`): the interneurons are n_I extra LIF neurons after the n model units
 (population 'I_norm'), set up from the search trials (computed once, for the interneurons' range and the lambda
@@ -99,6 +104,7 @@ RATE_MAPS = ("own", "twin_fi")  # rate maps of the quiescence with the twin's no
 ACTIVE_RATE_HZ = 1.0  # units above this mean task rate enter the median correlation
 SILENT_RATE_HZ = 0.1  # units below this mean rate count as silent
 NOISE_ONLY_DRAWS = 5  # draws of the twin's noise that noise_only_error_ratio averages over
+CONTINUOUS_SUBSTEP_S = 5e-4  # longest substep of `continuous_rate_circuit`
 COMPRESSION = {"zlib": True, "complevel": 4}
 PURPOSE = {
     "search": 1, "task": 2, "quiescence": 3, "fi": 4, "quiescent_noise": 5, "matched_noise": 6, "task_noise": 7,
@@ -238,6 +244,47 @@ def simulate_rate_circuit(
             s = s + state_noise[:, t]
         out[:, t, :n] = s
         out[:, t, n:] = presynaptic[:, n:]
+    return out
+
+
+def continuous_rate_circuit(
+    circuit: RateCircuit,
+    inputs: np.ndarray,
+    initial_rates: np.ndarray,
+    tau_rise_s: float,
+    activation: Callable[[np.ndarray], np.ndarray] | None = None,
+    max_substep_s: float = CONTINUOUS_SUBSTEP_S,
+) -> np.ndarray:
+    """Rates s (trial, time, units) at the end of each rate step of the twin without spikes: the model units in
+    continuous time, s_j = K_j * phi(x_j), K_j the twin's unit-area double-exponential kernel (decay
+    ``circuit.synaptic_tau_s``, rise ``tau_rise_s``), x = W [s; s_I] + W_in u + b with u held over each step; the
+    normalization interneurons instantaneous, as in the rate circuit (their columns: their rates at the end of the
+    step). Integrated exactly for phi held over substeps of at most ``max_substep_s``; from the model-space h0
+    (trial, n_model) in steady state. Where this errs more than
+    `simulate_rate_circuit` (the trained Euler map), the twin does too, whatever its spikes."""
+    n = circuit.n_model
+    activation = activation or circuit.phi
+    tau = circuit.synaptic_tau_s[:n]
+    if np.any(tau <= tau_rise_s):
+        raise ValueError(f"synaptic decays ({tau.min():.3g} s) must exceed the rise time ({tau_rise_s} s)")
+    substeps = max(1, math.ceil(circuit.step_s / max_substep_s - 1e-9))
+    h = circuit.step_s / substeps
+    decay = np.exp(-h / tau)
+    rise_decay = math.exp(-h / tau_rise_s) if tau_rise_s > 0 else 0.0
+    rise_share = tau_rise_s / (tau_rise_s - tau) if tau_rise_s > 0 else np.zeros_like(tau)
+    recurrent, input_w, bias = circuit.recurrent[:n], circuit.input[:n], circuit.bias[:n]
+    s = circuit.initial_rates(initial_rates)
+    rise = s.copy()  # the kernel's rise stage, phi through exp(-t / tau_rise)
+    out = np.empty(inputs.shape[:2] + (circuit.n_units,))
+    for t in range(inputs.shape[1]):
+        drive = inputs[:, t] @ input_w.T + bias
+        for _ in range(substeps):
+            phi = activation(circuit.presynaptic(s, inputs[:, t]) @ recurrent.T + drive)
+            # s' = (rise - s) / tau, rise' = (phi - rise) / tau_rise, exact over h for constant phi
+            s = phi + (s - phi) * decay + (rise - phi) * rise_share * (rise_decay - decay)
+            rise = phi + (rise - phi) * rise_decay
+        out[:, t, :n] = s
+        out[:, t, n:] = circuit.presynaptic(s, inputs[:, t])[:, n:]
     return out
 
 
@@ -849,7 +896,7 @@ def spike(
     twin_noise_median = float(np.median(twin_noise[active])) if active.any() else float("nan")
     # The twin's noise alone: the rate circuit with its own rate function and state noise of the twin's SD per unit
     # on the same trials, its error averaged over NOISE_ONLY_DRAWS draws of that noise (one draw's mean over a few
-    # trials varies by 10-20%). Beside fi_only_error_ratio it tells the twin's noise from its conversion.
+    # trials varies by 10-20%).
     noise_rng = np.random.default_rng(run_seed(sp.seed, "task_noise"))
     noise_only_error = np.zeros_like(error)
     for _ in range(NOISE_ONLY_DRAWS):
@@ -860,6 +907,12 @@ def spike(
         noisy_decoded = decode(model, noisy_rates @ circuit.output.T + circuit.output_bias)
         noise_only_error += decoding_error(model, noisy_decoded, trials.states) / NOISE_ONLY_DRAWS
     noise_only_ratio = float(noise_only_error.mean() / trials.error["none"].mean())
+    # The twin without spikes: its f-I curve and synaptic kernels in continuous time (`continuous_rate_circuit`).
+    mean_field_rates = continuous_rate_circuit(circuit, trials.inputs, trials.initial_rates, sp.tau_rise_ms / 1000.0, lif)
+    mean_field_error = decoding_error(
+        model, decode(model, mean_field_rates @ circuit.output.T + circuit.output_bias), trials.states
+    )
+    mean_field_ratio = float(mean_field_error.mean() / trials.error["none"].mean())
 
     # ----- quiescence
     kl = kl_uniform = kl_rate = float("nan")
@@ -925,8 +978,9 @@ def spike(
         f"{ACTIVE_RATE_HZ} Hz), against network.noise.recurrent_sd = {spec.network.noise.recurrent_sd:g}"
     )
     log(
-        f"  the twin's noise alone (rate circuit with it, no spikes): error {noise_only_error.mean():.3f}, "
-        f"{noise_only_ratio:.2f} x the noise-free rate circuit's (the twin: {error_ratio['none']:.2f} x)"
+        f"  the twin without spikes (its f-I curve and synapses in continuous time): error "
+        f"{mean_field_error.mean():.3f}, {mean_field_ratio:.2f} x the noise-free rate circuit's; the rate circuit with "
+        f"the twin's noise: {noise_only_ratio:.2f} x; the twin: {error_ratio['none']:.2f} x"
     )
     if circuit.n_norm:
         log(
@@ -995,6 +1049,18 @@ def spike(
         xr.DataArray(noise_only_ratio),
         "mean decoding error of the rate circuit with the twin's noise / of the noise-free rate circuit: what the "
         "twin's noise alone costs (compare error_ratio at rate_noise=none)",
+        "1",
+    )
+    ds[f"mean_field_{error_name}"] = label(
+        xr.DataArray(mean_field_error, dims=("trial", "time")),
+        f"{error_long} of the twin without spikes: the rate circuit in continuous time with the twin's LIF f-I curve "
+        "and synaptic kernels (continuous_rate_circuit)",
+        error_units,
+    )
+    ds["mean_field_error_ratio"] = label(
+        xr.DataArray(mean_field_ratio),
+        "mean decoding error of the twin without spikes / of the noise-free rate circuit: what running the trained "
+        "Euler map in continuous time costs, before any spike (compare error_ratio at rate_noise=none)",
         "1",
     )
     ds = with_sweep_dims(ds, circuit=meta["circuit"], variant=meta["variant"], seed=meta["seed"])
