@@ -14,7 +14,7 @@ from test_spiking_effective_noise import trials_of
 
 from recircuit.circuit import build_circuit
 from recircuit.spiking.convert import rate_circuit_from_model
-from recircuit.spiking.simulate import continuous_rate_circuit, simulate_rate_circuit
+from recircuit.spiking.simulate import continuous_rate_circuit, continuous_time_note, simulate_rate_circuit
 
 
 def test_one_substep_with_the_matched_decay_and_no_rise_is_the_euler_map(make_spec):
@@ -59,3 +59,9 @@ def test_continuous_rate_circuit_refuses_a_rise_as_slow_as_the_decay(make_spec):
     inputs, h0 = trials_of(model, task, 1, 3)
     with pytest.raises(ValueError, match="must exceed the rise time"):
         continuous_rate_circuit(circuit, inputs, h0, float(circuit.synaptic_tau_s.max()))
+
+
+def test_the_spike_command_points_at_the_time_step_only_when_the_mean_field_errs():
+    assert continuous_time_note(1.1, 0.5) is None and continuous_time_note(float("nan"), 0.5) is None
+    note = continuous_time_note(2.52, 0.5)
+    assert note is not None and "2.52 x" in note and "dt/tau = 0.5" in note and "network.tau_ms" in note
