@@ -61,7 +61,10 @@ def test_continuous_rate_circuit_refuses_a_rise_as_slow_as_the_decay(make_spec):
         continuous_rate_circuit(circuit, inputs, h0, float(circuit.synaptic_tau_s.max()))
 
 
-def test_the_spike_command_points_at_the_time_step_only_when_the_mean_field_errs():
-    assert continuous_time_note(1.1, 0.5) is None and continuous_time_note(float("nan"), 0.5) is None
-    note = continuous_time_note(2.52, 0.5)
-    assert note is not None and "2.52 x" in note and "dt/tau = 0.5" in note and "network.tau_ms" in note
+def test_the_spike_command_points_at_the_time_step_only_when_the_twin_and_its_mean_field_err():
+    assert continuous_time_note(2.46, 1.1, 0.5) is None  # the twin errs, but not for want of its time step
+    assert continuous_time_note(1.06, 1.41, 0.5) is None  # the twin does not err
+    assert continuous_time_note(float("nan"), 2.0, 0.5) is None
+    note = continuous_time_note(2.46, 2.52, 0.5)
+    assert note is not None and "2.46 x" in note and "2.52 x" in note and "dt/tau = 0.5" in note
+    assert "network.tau_ms" in note

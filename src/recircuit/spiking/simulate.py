@@ -105,7 +105,7 @@ ACTIVE_RATE_HZ = 1.0  # units above this mean task rate enter the median correla
 SILENT_RATE_HZ = 0.1  # units below this mean rate count as silent
 NOISE_ONLY_DRAWS = 5  # draws of the twin's noise that noise_only_error_ratio averages over
 CONTINUOUS_SUBSTEP_S = 5e-4  # longest substep of `continuous_rate_circuit`
-MEAN_FIELD_NOTE_RATIO = 1.25  # above this mean_field_error_ratio, `spike` says the circuit's time step is the cause
+MEAN_FIELD_NOTE_RATIO = 1.25  # twin and mean-field error ratios above this: `spike` names the time step
 COMPRESSION = {"zlib": True, "complevel": 4}
 PURPOSE = {
     "search": 1, "task": 2, "quiescence": 3, "fi": 4, "quiescent_noise": 5, "matched_noise": 6, "task_noise": 7,
@@ -289,13 +289,15 @@ def continuous_rate_circuit(
     return out
 
 
-def continuous_time_note(mean_field_ratio: float, dt_over_tau: float) -> str | None:
-    """A hint for the user when the twin without spikes already errs more than MEAN_FIELD_NOTE_RATIO times the
-    trained circuit: the circuit depends on its Euler time step (dt/tau), which no continuous-time twin keeps."""
-    if not mean_field_ratio > MEAN_FIELD_NOTE_RATIO:
+def continuous_time_note(twin_ratio: float, mean_field_ratio: float, dt_over_tau: float) -> str | None:
+    """A hint for the user when the twin and the twin without spikes both err more than MEAN_FIELD_NOTE_RATIO times
+    the trained circuit (errors over the noise-free rate circuit's): the circuit depends on its Euler time step
+    (dt/tau), which no continuous-time twin keeps."""
+    if not (twin_ratio > MEAN_FIELD_NOTE_RATIO and mean_field_ratio > MEAN_FIELD_NOTE_RATIO):
         return None
     return (
-        f"without spikes, in continuous time, this circuit already errs {mean_field_ratio:.2f} x as much as trained: "
+        f"the twin errs {twin_ratio:.2f} x as much as the trained circuit, and without spikes, in continuous time, "
+        f"{mean_field_ratio:.2f} x: "
         f"it is trained as an Euler map with dt/tau = {dt_over_tau:.3g}, which a continuous-time twin cannot follow "
         "exactly; a circuit trained with a smaller dt/tau (a larger network.tau_ms) converts more faithfully"
     )
@@ -995,7 +997,8 @@ def spike(
         f"{mean_field_error.mean():.3f}, {mean_field_ratio:.2f} x the noise-free rate circuit's; the rate circuit with "
         f"the twin's noise: {noise_only_ratio:.2f} x; the twin: {error_ratio['none']:.2f} x"
     )
-    note = continuous_time_note(mean_field_ratio, float(np.max(circuit.step_s / circuit.tau_s[:n_model])))
+    dt_over_tau = float(np.max(circuit.step_s / circuit.tau_s[:n_model]))
+    note = continuous_time_note(error_ratio["none"], mean_field_ratio, dt_over_tau)
     if note:
         log(f"  note: {note}")
     if circuit.n_norm:
