@@ -50,7 +50,8 @@ def test_a_constant_drive_gives_the_double_exponential_step_response(make_spec, 
     s = continuous_rate_circuit(circuit, inputs, h0, tau_rise, lambda x: np.full_like(x, 0.7), substep_s)
     t = circuit.step_s * np.arange(1, 13)
     expected = 0.7 * (1 - (tau * np.exp(-t / tau) - tau_rise * np.exp(-t / tau_rise)) / (tau - tau_rise))
-    np.testing.assert_allclose(s[:, :, : circuit.n_model], np.broadcast_to(expected[None, :, None], s.shape), atol=1e-12)
+    model_units = s[:, :, : circuit.n_model]
+    np.testing.assert_allclose(model_units, np.broadcast_to(expected[None, :, None], model_units.shape), atol=1e-12)
 
 
 def test_continuous_rate_circuit_refuses_a_rise_as_slow_as_the_decay(make_spec):

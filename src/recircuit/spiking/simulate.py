@@ -41,8 +41,8 @@ Where the twin's task error comes from, each over the noise-free rate circuit's 
 without spikes (`continuous_rate_circuit`: that curve and the twin's synaptic kernels in continuous time), which
 shows what leaving the trained time step costs, a large cost when dt/tau is large (0.5 on the head-direction ring);
 `noise_only_error_ratio`, the rate circuit with Gaussian state noise of twin_noise_sd per unit. twin_noise_sd counts
-everything the one-step map misses, continuous-time dynamics included, so noise_only is an upper bound on what
-spike noise alone costs where mean_field is above 1.
+everything the one-step map misses, continuous-time dynamics included, so noise_only measures spike noise only
+where mean_field is near 1.
 
 Subtractive normalization (`convert.py`): the interneurons are n_I extra LIF neurons after the n model units
 (population 'I_norm'), set up from the search trials (computed once, for the interneurons' range and the lambda
@@ -261,8 +261,8 @@ def continuous_rate_circuit(
     ``circuit.synaptic_tau_s``, rise ``tau_rise_s``), x = W [s; s_I] + W_in u + b with u held over each step; the
     normalization interneurons instantaneous, as in the rate circuit (their columns: their rates at the end of the
     step). Integrated exactly for phi held over substeps of at most ``max_substep_s``; from the model-space h0
-    (trial, n_model) in steady state. Where this errs more than
-    `simulate_rate_circuit` (the trained Euler map), the twin does too, whatever its spikes."""
+    (trial, n_model) in steady state. It leaves out the membrane and the spikes: against `simulate_rate_circuit`
+    (the trained Euler map) it shows what running the circuit in continuous time costs."""
     n = circuit.n_model
     activation = activation or circuit.phi
     tau = circuit.synaptic_tau_s[:n]
@@ -923,7 +923,9 @@ def spike(
         noise_only_error += decoding_error(model, noisy_decoded, trials.states) / NOISE_ONLY_DRAWS
     noise_only_ratio = float(noise_only_error.mean() / trials.error["none"].mean())
     # The twin without spikes: its f-I curve and synaptic kernels in continuous time (`continuous_rate_circuit`).
-    mean_field_rates = continuous_rate_circuit(circuit, trials.inputs, trials.initial_rates, sp.tau_rise_ms / 1000.0, lif)
+    mean_field_rates = continuous_rate_circuit(
+        circuit, trials.inputs, trials.initial_rates, sp.tau_rise_ms / 1000.0, lif
+    )
     mean_field_error = decoding_error(
         model, decode(model, mean_field_rates @ circuit.output.T + circuit.output_bias), trials.states
     )
@@ -1067,7 +1069,8 @@ def spike(
     ds["noise_only_error_ratio"] = label(
         xr.DataArray(noise_only_ratio),
         "mean decoding error of the rate circuit with the twin's noise / of the noise-free rate circuit: what the "
-        "twin's noise alone costs (compare error_ratio at rate_noise=none)",
+        "twin's one-step variability costs as white noise, spike noise where mean_field_error_ratio is near 1 "
+        "(compare error_ratio at rate_noise=none)",
         "1",
     )
     ds[f"mean_field_{error_name}"] = label(
