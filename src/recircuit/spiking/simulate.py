@@ -106,6 +106,35 @@ SILENT_RATE_HZ = 0.1  # units below this mean rate count as silent
 NOISE_ONLY_DRAWS = 5  # draws of the twin's noise that noise_only_error_ratio averages over
 CONTINUOUS_SUBSTEP_S = 5e-4  # longest substep of `continuous_rate_circuit`
 MEAN_FIELD_NOTE_RATIO = 1.25  # twin and mean-field error ratios above this: `spike` names the time step
+# Where the twin's task error comes from, each run on the twin's task trials without spikes: name -> (what its
+# error (trial, time) is of, long_name of its mean error over the noise-free rate circuit's), in spiking.nc order.
+ERROR_SOURCES = {
+    "fi_only": (
+        "of the rate circuit with the twin's LIF f-I curve in place of the sigmoid (no spikes, no recurrent noise)",
+        "mean decoding error of the rate circuit with the LIF f-I curve / of the noise-free rate circuit",
+    ),
+    "noise_only": (
+        (
+            "of the rate circuit (its own rate function, no spikes) with state noise of twin_noise_sd per unit, mean "
+            f"over {NOISE_ONLY_DRAWS} draws of that noise"
+        ),
+        (
+            "mean decoding error of the rate circuit with the twin's noise / of the noise-free rate circuit: what the "
+            "twin's one-step variability costs as white noise, spike noise where mean_field_error_ratio is near 1 "
+            "(compare error_ratio at rate_noise=none)"
+        ),
+    ),
+    "mean_field": (
+        (
+            "of the twin without spikes: the rate circuit in continuous time with the twin's LIF f-I curve and "
+            "synaptic kernels (continuous_rate_circuit)"
+        ),
+        (
+            "mean decoding error of the twin without spikes / of the noise-free rate circuit: what running the "
+            "trained Euler map in continuous time costs, before any spike (compare error_ratio at rate_noise=none)"
+        ),
+    ),
+}
 COMPRESSION = {"zlib": True, "complevel": 4}
 PURPOSE = {
     "search": 1, "task": 2, "quiescence": 3, "fi": 4, "quiescent_noise": 5, "matched_noise": 6, "task_noise": 7,
@@ -426,7 +455,7 @@ def matched_rate_quiescence(
     current_noise = rate_drive[..., :n] if rate_drive is not None else None
     rates = simulate_rate_circuit(circuit, zeros, initial_rates, activation, noise, current_noise)
     burn_in = model.spec.reactivation.burn_in_steps
-    return decode(model, rates[:, burn_in:] @ circuit.output.T + circuit.output_bias)
+    return decode(model, rate_readout(circuit, rates[:, burn_in:]))
 
 
 def run_many(net: SpikingNetwork, runs: Sequence[RunInputs]) -> list[RunOutput]:
@@ -623,9 +652,14 @@ def measure_fi(
 
 
 # -------------------------------------------------------------------------------------------------------- metrics
+def rate_readout(circuit: RateCircuit, rates: np.ndarray) -> np.ndarray:
+    """Outputs W_out s + b_out (..., n_outputs) of sigmoid-space rates s (..., n_units)."""
+    return rates @ circuit.output.T + circuit.output_bias
+
+
 def spiking_readout(circuit: RateCircuit, cal: LIFCalibration, rates_hz: np.ndarray) -> np.ndarray:
     """Outputs lambda W_out r + b_out, (..., n_outputs)."""
-    return (cal.lambda_s * rates_hz) @ circuit.output.T + circuit.output_bias
+    return rate_readout(circuit, cal.lambda_s * rates_hz)
 
 
 def decode(model: EICircuit, outputs: np.ndarray) -> np.ndarray:
@@ -637,6 +671,12 @@ def decode(model: EICircuit, outputs: np.ndarray) -> np.ndarray:
 def decoding_error(model: EICircuit, decoded: np.ndarray, states: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         return model.task.error(torch.from_numpy(decoded).float(), torch.from_numpy(states).float()).numpy()
+
+
+def readout_error(model: EICircuit, circuit: RateCircuit, rates: np.ndarray, states: np.ndarray) -> np.ndarray:
+    """Decoding error (trial, time), cm or deg, of the rate circuit's readout of sigmoid-space rates (trial, time,
+    n_units) against the true states."""
+    return decoding_error(model, decode(model, rate_readout(circuit, rates)), states)
 
 
 def unit_correlations(spiking: np.ndarray, rate: np.ndarray) -> np.ndarray:
@@ -891,11 +931,11 @@ def spike(
     # when spiking.time_step_correction) in place of its own and no spikes. Its error against the noise-free rate
     # circuit's separates f-I mismatch from spike noise in the twin's error.
     lif = cal.lif_activation(sp.threshold_gap_mV, sp.tau_m_ms)
-    fi_only_rates = simulate_rate_circuit(circuit, trials.inputs, trials.initial_rates, lif)
-    fi_only_error = decoding_error(
-        model, decode(model, fi_only_rates @ circuit.output.T + circuit.output_bias), trials.states
-    )
-    fi_only_ratio = float(fi_only_error.mean() / trials.error["none"].mean())
+    source_error = {
+        "fi_only": readout_error(
+            model, circuit, simulate_rate_circuit(circuit, trials.inputs, trials.initial_rates, lif), trials.states
+        )
+    }
     n_model = circuit.n_model
     task_stats = rate_statistics(
         spk.counts, sp.n_trials * shape.duration_s, circuit.n_exc, circuit.dale, circuit.n_norm
@@ -913,23 +953,19 @@ def spike(
     # on the same trials, its error averaged over NOISE_ONLY_DRAWS draws of that noise (one draw's mean over a few
     # trials varies by 10-20%).
     noise_rng = np.random.default_rng(run_seed(sp.seed, "task_noise"))
-    noise_only_error = np.zeros_like(error)
+    source_error["noise_only"] = np.zeros_like(error)
     for _ in range(NOISE_ONLY_DRAWS):
         draws = noise_rng.standard_normal((sp.n_trials, steps, n_model))
         noisy_rates = simulate_rate_circuit(
             circuit, trials.inputs, trials.initial_rates, state_noise=state_noise(circuit, twin_noise, draws)
         )
-        noisy_decoded = decode(model, noisy_rates @ circuit.output.T + circuit.output_bias)
-        noise_only_error += decoding_error(model, noisy_decoded, trials.states) / NOISE_ONLY_DRAWS
-    noise_only_ratio = float(noise_only_error.mean() / trials.error["none"].mean())
+        source_error["noise_only"] += readout_error(model, circuit, noisy_rates, trials.states) / NOISE_ONLY_DRAWS
     # The twin without spikes: its f-I curve and synaptic kernels in continuous time (`continuous_rate_circuit`).
     mean_field_rates = continuous_rate_circuit(
         circuit, trials.inputs, trials.initial_rates, sp.tau_rise_ms / 1000.0, lif
     )
-    mean_field_error = decoding_error(
-        model, decode(model, mean_field_rates @ circuit.output.T + circuit.output_bias), trials.states
-    )
-    mean_field_ratio = float(mean_field_error.mean() / trials.error["none"].mean())
+    source_error["mean_field"] = readout_error(model, circuit, mean_field_rates, trials.states)
+    source_ratio = {name: float(e.mean() / trials.error["none"].mean()) for name, e in source_error.items()}
 
     # ----- quiescence
     kl = kl_uniform = kl_rate = float("nan")
@@ -987,8 +1023,8 @@ def spike(
         f"{task_stats['mean_rate_exc']:.1f} Hz, I {task_stats['mean_rate_inh']:.1f} Hz"
     )
     log(
-        f"  the LIF f-I curve alone (rate circuit, no spikes): error {fi_only_error.mean():.3f}, "
-        f"{fi_only_ratio:.2f} x the noise-free rate circuit's"
+        f"  the LIF f-I curve alone (rate circuit, no spikes): error {source_error['fi_only'].mean():.3f}, "
+        f"{source_ratio['fi_only']:.2f} x the noise-free rate circuit's"
     )
     log(
         f"  the twin's own noise: {twin_noise_median:.3g} per sqrt(tau) (median over units firing > "
@@ -996,11 +1032,12 @@ def spike(
     )
     log(
         f"  the twin without spikes (its f-I curve and synapses in continuous time): error "
-        f"{mean_field_error.mean():.3f}, {mean_field_ratio:.2f} x the noise-free rate circuit's; the rate circuit with "
-        f"the twin's noise: {noise_only_ratio:.2f} x; the twin: {error_ratio['none']:.2f} x"
+        f"{source_error['mean_field'].mean():.3f}, {source_ratio['mean_field']:.2f} x the noise-free rate circuit's; "
+        f"the rate circuit with the twin's noise: {source_ratio['noise_only']:.2f} x; the twin: "
+        f"{error_ratio['none']:.2f} x"
     )
     dt_over_tau = float(np.max(circuit.step_s / circuit.tau_s[:n_model]))
-    note = continuous_time_note(error_ratio["none"], mean_field_ratio, dt_over_tau)
+    note = continuous_time_note(error_ratio["none"], source_ratio["mean_field"], dt_over_tau)
     if note:
         log(f"  note: {note}")
     if circuit.n_norm:
@@ -1049,42 +1086,11 @@ def spike(
         }
     )
     error_name, error_long, error_units = error_variable(task.kind)
-    ds[f"fi_only_{error_name}"] = label(
-        xr.DataArray(fi_only_error, dims=("trial", "time")),
-        f"{error_long} of the rate circuit with the twin's LIF f-I curve in place of the sigmoid (no spikes, "
-        "no recurrent noise)",
-        error_units,
-    )
-    ds["fi_only_error_ratio"] = label(
-        xr.DataArray(fi_only_ratio),
-        "mean decoding error of the rate circuit with the LIF f-I curve / of the noise-free rate circuit",
-        "1",
-    )
-    ds[f"noise_only_{error_name}"] = label(
-        xr.DataArray(noise_only_error, dims=("trial", "time")),
-        f"{error_long} of the rate circuit (its own rate function, no spikes) with state noise of twin_noise_sd per "
-        f"unit, mean over {NOISE_ONLY_DRAWS} draws of that noise",
-        error_units,
-    )
-    ds["noise_only_error_ratio"] = label(
-        xr.DataArray(noise_only_ratio),
-        "mean decoding error of the rate circuit with the twin's noise / of the noise-free rate circuit: what the "
-        "twin's one-step variability costs as white noise, spike noise where mean_field_error_ratio is near 1 "
-        "(compare error_ratio at rate_noise=none)",
-        "1",
-    )
-    ds[f"mean_field_{error_name}"] = label(
-        xr.DataArray(mean_field_error, dims=("trial", "time")),
-        f"{error_long} of the twin without spikes: the rate circuit in continuous time with the twin's LIF f-I curve "
-        "and synaptic kernels (continuous_rate_circuit)",
-        error_units,
-    )
-    ds["mean_field_error_ratio"] = label(
-        xr.DataArray(mean_field_ratio),
-        "mean decoding error of the twin without spikes / of the noise-free rate circuit: what running the trained "
-        "Euler map in continuous time costs, before any spike (compare error_ratio at rate_noise=none)",
-        "1",
-    )
+    for name, (error_of, ratio_long) in ERROR_SOURCES.items():
+        ds[f"{name}_{error_name}"] = label(
+            xr.DataArray(source_error[name], dims=("trial", "time")), f"{error_long} {error_of}", error_units
+        )
+        ds[f"{name}_error_ratio"] = label(xr.DataArray(source_ratio[name]), ratio_long, "1")
     ds = with_sweep_dims(ds, circuit=meta["circuit"], variant=meta["variant"], seed=meta["seed"])
     path = save_dataset(ds, Path(out) if out else run_dir / SPIKING_FILE)
     log(f"  wrote {path} in {elapsed:.1f} s ({runs} Brian2 runs)")
