@@ -64,12 +64,14 @@ def test_dry_run_of_each_shipped_config(tmp_path, config):
     assert "train" in result.stdout + result.stderr
 
 
-# overlay -> (text every training command of it has, text only its path integrators' commands have)
+# overlay -> (text every training command of it has, text only its path integrators' commands have, text only its
+# head-direction commands have)
 OVERLAYS = {
-    "sigmoid": ("'network.activation=\"sigmoid\"'", ""),
-    "mse": ("", "'training.loss=\"mse\"' task.place_cells.code_gain=100.0"),
-    "cross_entropy": ("", "'training.loss=\"cross_entropy\"' task.place_cells.code_gain=1.0"),
-    "noisy_neuron": ("spiking.membrane_noise_mV=10.0 spiking.lif_max_rate_hz=200.0", ""),
+    "sigmoid": ("'network.activation=\"sigmoid\"'", "", ""),
+    "mse": ("", "'training.loss=\"mse\"' task.place_cells.code_gain=100.0", ""),
+    "cross_entropy": ("", "'training.loss=\"cross_entropy\"' task.place_cells.code_gain=1.0", ""),
+    "noisy_neuron": ("spiking.membrane_noise_mV=10.0 spiking.lif_max_rate_hz=200.0", "", ""),
+    "continuous_time": ("", "", "network.tau_ms=160.0"),
 }
 
 
@@ -77,7 +79,7 @@ OVERLAYS = {
 def test_overlay_retrains_a_sweep_elsewhere_with_its_change(tmp_path, overlay):
     """workflows/config/<overlay>.yaml after a sweep config keeps the sweep's scale, adds its change, and writes to
     results_<overlay>/; on its own it is refused (it is not a sweep)."""
-    every, path_integration_only = OVERLAYS[overlay]
+    every, path_integration_only, head_direction_only = OVERLAYS[overlay]
     work = workflow_copy(tmp_path)
     configs = ["workflows/config/reactivation.yaml", f"workflows/config/{overlay}.yaml"]
     result = snakemake(work, "-n", "-p", "--cores", "2", "--configfile", *configs)
@@ -91,6 +93,8 @@ def test_overlay_retrains_a_sweep_elsewhere_with_its_change(tmp_path, overlay):
         assert "network.n_exc=100" in line if is_path_integration else "network.n_exc" not in line
         if path_integration_only:
             assert (path_integration_only in line) == is_path_integration
+        if head_direction_only:
+            assert (head_direction_only in line) != is_path_integration
     alone = snakemake(work, "-n", "--cores", "2", "--configfile", f"workflows/config/{overlay}.yaml")
     assert alone.returncode != 0 and "circuits" in alone.stderr + alone.stdout
 

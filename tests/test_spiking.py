@@ -4,6 +4,7 @@ readout filter, and tiny end-to-end `recircuit spike` runs on the numpy target w
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import replace
@@ -711,6 +712,8 @@ def test_spike_command_writes_spiking_nc_and_figures(make_spec, tmp_path, tiny_s
     assert one["noise_only_position_error"].shape == one["spiking_position_error"].shape
     assert float(one["mean_field_error_ratio"]) > 0
     assert one["mean_field_position_error"].shape == one["spiking_position_error"].shape
+    spec = json.loads(ds.attrs["spec_json"])
+    assert float(one["dt_over_tau"]) == pytest.approx(spec["task"]["dt_s"] / (spec["network"]["tau_ms"] / 1000))
     assert "the twin without spikes (its f-I curve and synapses in continuous time)" in capsys.readouterr().out
     assert np.isfinite(float(one["kl_offline"])) and np.isfinite(float(one["kl_offline_rate"]))
     assert ds.attrs["quiet_distribution_window_steps"] == "11-30"  # after the burn-in, to the end (no window set)
@@ -882,14 +885,19 @@ def test_spiking_report_counts_the_seeds_where_each_twin_claim_holds(tmp_path, c
         fi_only_error_ratio=(dims, np.full(shape, 1.01)),
         mean_field_error_ratio=(dims, np.full(shape, 1.5)),
         noise_only_error_ratio=(dims, np.array([[[2.0, 3.0, 4.0], [1.5, 1.5, 1.5], [1.1, 1.2, 1.3]]])),
+        dt_over_tau=(dims, np.full(shape, 0.5)),
     )
     table = {(r["circuit"], r["variant"]): r for r in error_source_rows(sources)}
     assert table["pi", "noisy"] == {
         "circuit": "pi", "variant": "noisy", "twin": 9.0, "fi_only_error_ratio": 1.01, "mean_field_error_ratio": 1.5,
-        "noise_only_error_ratio": 3.0,
+        "noise_only_error_ratio": 3.0, "dt_over_tau": 0.5,
     }  # fmt: skip
     assert table["pi", "biased"]["noise_only_error_ratio"] == pytest.approx(1.2)
-    assert report(sources).splitlines()[-3].split() == ["pi", "noisy", "9.00", "1.01", "1.50", "3.00"]
+    assert report(sources).splitlines()[-3].split() == ["pi", "noisy", "9.00", "1.01", "1.50", "3.00", "0.5"]
+    # a summary from before dt_over_tau existed still gets its table, with the step left blank
+    older = error_source_rows(sources.drop_vars("dt_over_tau"))
+    assert len(older) == 3 and all(np.isnan(row["dt_over_tau"]) for row in older)
+    assert report(sources.drop_vars("dt_over_tau")).splitlines()[-1].split()[-1] == "nan"
     assert error_source_rows(ds) == []  # a summary written before these ratios existed
     ds.to_netcdf(tmp_path / "spiking.nc", engine="h5netcdf")
     assert main(["spiking-report", str(tmp_path / "spiking.nc")]) == 0

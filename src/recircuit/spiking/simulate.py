@@ -1091,6 +1091,12 @@ def spike(
             xr.DataArray(source_error[name], dims=("trial", "time")), f"{error_long} {error_of}", error_units
         )
         ds[f"{name}_error_ratio"] = label(xr.DataArray(source_ratio[name]), ratio_long, "1")
+    ds["dt_over_tau"] = label(
+        xr.DataArray(dt_over_tau),
+        "largest Euler step of the trained rate circuit over its units' time constants, dt/tau (the continuous-time "
+        "twin follows the Euler map it was trained as only where this is small)",
+        "1",
+    )
     ds = with_sweep_dims(ds, circuit=meta["circuit"], variant=meta["variant"], seed=meta["seed"])
     path = save_dataset(ds, Path(out) if out else run_dir / SPIKING_FILE)
     log(f"  wrote {path} in {elapsed:.1f} s ({runs} Brian2 runs)")
