@@ -3,6 +3,7 @@ re-run is a no-op, bad config keys are rejected, a killed training job resumes, 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -169,8 +170,12 @@ def test_tiny_run_writes_labelled_finite_datasets(tiny_run):
     assert spiking_report.splitlines()[1].startswith("head_direction") and "noisy: error ratio" in spiking_report
     assert float(spiking["noise_only_error_ratio"].sel(circuit="head_direction", variant="noisy", seed=0)) > 0
     lines = spiking_report.splitlines()  # then the table of error sources, one row per spiked circuit and variant
-    header = next(k for k, line in enumerate(lines) if line.endswith("noise only"))
+    header = next(k for k, line in enumerate(lines) if line.split()[-3:] == ["noise", "only", "dt/tau"])
     assert [line.split()[:2] for line in lines[header + 1 :]] == [["head_direction", "noisy"]]
+    dt_over_tau = float(spiking["dt_over_tau"].sel(circuit="head_direction", variant="noisy", seed=0))
+    spec = json.loads(spiking.attrs["specs_json"])["head_direction/noisy/0"]
+    assert dt_over_tau == pytest.approx(spec["task"]["dt_s"] / (spec["network"]["tau_ms"] / 1000))
+    assert float(lines[header + 1].split()[-1]) == pytest.approx(dt_over_tau, rel=1e-2)
     for name in ("training/training_curves", "training/decoded_trajectories", "training/error_over_time",
                  "reactivation/reactivation_path_integration_kl", "spiking/spiking_agreement"):
         for ext in ("png", "pdf"):
