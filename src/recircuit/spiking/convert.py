@@ -158,6 +158,11 @@ class RateCircuit:
         """Units of the trained rate model (E then I); the interneurons follow them."""
         return self.n_units - self.n_norm
 
+    @property
+    def alpha(self) -> np.ndarray:
+        """Euler step of each model unit, dt/tau (n_model,): the rate model's update s += alpha (phi(.) - s)."""
+        return self.step_s / self.tau_s[: self.n_model]
+
     def initial_rates(self, tanh_rates: np.ndarray) -> np.ndarray:
         """The model's rates h (..., n_model) mapped into this sigmoid circuit (s = (1 + h)/2 after a tanh rewrite)."""
         return (1.0 + tanh_rates) / 2.0 if self.source_activation == "tanh" else tanh_rates

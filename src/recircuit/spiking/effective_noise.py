@@ -38,7 +38,7 @@ def step_innovations(
         )
     if rates.shape[1] < 2:
         raise ValueError("the one-step innovation needs at least 2 time steps")
-    alpha = circuit.step_s / circuit.tau_s[:n]
+    alpha = circuit.alpha
     previous, now = rates[:, :-1, :n], rates[:, 1:, :n]
     step_inputs = inputs[:, 1:]
     presynaptic = circuit.presynaptic(previous, step_inputs)
@@ -56,5 +56,4 @@ def effective_noise_sd(
     in the model's own units, i.e. the recurrent noise SD per sqrt(tau) of state-placed Gaussian noise that gives
     the same one-step variability."""
     innovations = step_innovations(circuit, activation, rates, inputs)
-    alpha = circuit.step_s / circuit.tau_s[: circuit.n_model]
-    return innovations.reshape(-1, innovations.shape[-1]).std(0) / (circuit.state_scale * np.sqrt(alpha))
+    return innovations.reshape(-1, innovations.shape[-1]).std(0) / (circuit.state_scale * np.sqrt(circuit.alpha))

@@ -257,7 +257,7 @@ def simulate_rate_circuit(
     ``current_noise`` (same shape) to their currents (drive placement); None: noise-free."""
     n = circuit.n_model
     activation = activation or circuit.phi
-    alpha = circuit.step_s / circuit.tau_s[:n]
+    alpha = circuit.alpha
     recurrent, input_w, bias = circuit.recurrent[:n], circuit.input[:n], circuit.bias[:n]
     for name, noise in (("state_noise", state_noise), ("current_noise", current_noise)):
         if noise is not None and noise.shape != inputs.shape[:2] + (n,):
@@ -420,8 +420,7 @@ def state_noise(circuit: RateCircuit, unit_noise_sd: np.ndarray, draws: np.ndarr
     """Sigmoid-space state noise (trial, time, n_model) for `simulate_rate_circuit` from standard normal ``draws`` of
     that shape: SD ``unit_noise_sd`` (n_model,) per sqrt(tau) in the model's own units, i.e. sd sqrt(dt/tau) per
     step, as the rate model's state-placed recurrent noise and `effective_noise_sd` measure it."""
-    alpha = circuit.step_s / circuit.tau_s[: circuit.n_model]
-    return draws * (np.asarray(unit_noise_sd, dtype=np.float64) * np.sqrt(alpha) * circuit.state_scale)
+    return draws * (np.asarray(unit_noise_sd, dtype=np.float64) * np.sqrt(circuit.alpha) * circuit.state_scale)
 
 
 def matched_rate_quiescence(
@@ -606,7 +605,7 @@ def rate_noise_states(
     sd = float(condition_noise_sd(spec.reactivation, spec.network.noise.recurrent_sd)["trained"])
     n = circuit.n_model
     rng = np.random.default_rng(run_seed(seed, "quiescent_noise"))
-    alpha = circuit.step_s / circuit.tau_s[:n]
+    alpha = circuit.alpha
     step_sd = sd * np.sqrt(alpha)
     drive = np.zeros((n_trials, steps, circuit.n_units))
     state = np.zeros((n_trials, steps, circuit.n_units))
@@ -1036,7 +1035,7 @@ def spike(
         f"the rate circuit with the twin's noise: {source_ratio['noise_only']:.2f} x; the twin: "
         f"{error_ratio['none']:.2f} x"
     )
-    dt_over_tau = float(np.max(circuit.step_s / circuit.tau_s[:n_model]))
+    dt_over_tau = float(circuit.alpha.max())
     note = continuous_time_note(error_ratio["none"], source_ratio["mean_field"], dt_over_tau)
     if note:
         log(f"  note: {note}")
