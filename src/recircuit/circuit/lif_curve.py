@@ -15,7 +15,7 @@ about 0 below x = -4, 0.55 at x = 0, 1.03 at x = 5, rising slowly to lambda / t_
 until 2026-12-06 (10 mV, 200 Hz: `LIF_CURVE_10MV_200HZ`), so that circuits trained with it compute as they did.
 Another neuron's curve is fitted when first asked for. Why this default: less membrane noise fires more regularly,
 and a higher 1/lambda fires more spikes for the same rate-model activity, so the twin adds less spike-count noise of
-its own (README, "Spiking twin").
+its own (docs/results.md, "The twin neuron").
 
 In torch the curve is a cubic Hermite interpolant of tabulated values and slopes (float64 Siegert, `TABLE_POINTS`
 nodes on [X_LOW, X_HIGH]), stored as each cell's cubic coefficients (one gather per element): exact first derivative
