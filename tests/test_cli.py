@@ -84,6 +84,14 @@ def test_missing_run_dir_exits_2(tmp_path, capsys):
     assert err.startswith("recircuit evaluate: error: ") and str(missing) in err
 
 
+def test_init_from_without_a_trained_model_exits_2(tmp_path, capsys):
+    spec = str(CIRCUITS_DIR / "path_integration.yaml")
+    missing = tmp_path / "never_trained"
+    assert main(["train", spec, "--out", str(tmp_path / "run"), "--init-from", str(missing)]) == 2
+    assert f"--init-from {missing}: no trained model here" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_diverged_training_exits_1(tmp_path, capsys, tiny_set_args):
     spec = str(CIRCUITS_DIR / "path_integration.yaml")
     overrides = tiny_set_args("path_integration", {"training.learning_rate": 1000.0, "network.activation": "relu"})

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CIRCUITS_DIR
+from conftest import CIRCUITS_DIR, assert_close
 
 from recircuit.circuit import build_circuit, load_model
 from recircuit.learning import TrainingDiverged, evaluate, train
@@ -134,6 +134,37 @@ def test_checkpoint_of_another_spec_is_refused(make_spec, tmp_path):
     )
     with pytest.raises(ValueError, match="different spec"):
         train(other, tmp_path, circuit="tiny", log=quiet)
+
+
+def test_init_from_starts_from_the_trained_weights_and_records_where_from(make_spec, tmp_path):
+    source = tmp_path / "source"
+    train(make_spec("head_direction", {"training.steps": 10}), source, circuit="tiny", log=quiet)
+    # Adam moves every weight by about the learning rate per step, so at 1e-9 the result is its starting point
+    barely_moving = make_spec("head_direction", {"training.steps": 2, "training.learning_rate": 1e-9, "training.seed": 3})
+    lines: list[str] = []
+    train(barely_moving, tmp_path / "continued", circuit="tiny", init_from=source, log=lines.append)
+    train(barely_moving, tmp_path / "fresh", circuit="tiny", log=quiet)
+    trained, continued, fresh = state_of(source), state_of(tmp_path / "continued"), state_of(tmp_path / "fresh")
+    for name in trained:
+        assert_close(continued[name], trained[name], rtol=0, atol=1e-7)
+    assert max((fresh[name] - trained[name]).abs().max().item() for name in trained) > 1e-2
+    assert any(f"starting from the trained circuit {source / 'model.pt'}" in line for line in lines), lines
+    assert open_dataset(tmp_path / "continued" / "train.nc").attrs["initialized_from"] == str(source / "model.pt")
+    assert open_dataset(tmp_path / "fresh" / "train.nc").attrs["initialized_from"] == ""
+
+
+def test_init_from_another_network_is_refused_before_anything_is_written(make_spec, tmp_path):
+    source = tmp_path / "source"
+    train(make_spec("head_direction", {"training.steps": 2}), source, circuit="tiny", log=quiet)
+    bigger = make_spec("head_direction", {"training.steps": 2, "network.n_exc": 30})
+    with pytest.raises(ValueError, match=r"model\.pt: its circuit is not the network this spec builds.*\(38, 38\) here"):
+        train(bigger, tmp_path / "bigger", circuit="tiny", init_from=source, log=quiet)
+    unconstrained = make_spec("head_direction", {"training.steps": 2, "network.dale": False})
+    with pytest.raises(ValueError, match="network.dale is True there and False in this spec"):
+        train(unconstrained, tmp_path / "unconstrained", circuit="tiny", init_from=source, log=quiet)
+    with pytest.raises(FileNotFoundError, match="no trained model here"):
+        train(bigger, tmp_path / "nowhere", circuit="tiny", init_from=tmp_path / "missing", log=quiet)
+    assert not any((tmp_path / name).exists() for name in ("bigger", "unconstrained", "nowhere"))
 
 
 def test_same_seed_gives_identical_losses_and_another_seed_does_not(make_spec, tmp_path):

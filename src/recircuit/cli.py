@@ -65,7 +65,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     extra = [f"training.seed={args.seed}"] if args.seed is not None else []
     spec = _spec(args, [*extra, *_device_override(args)])
-    train(spec, args.out, circuit=_circuit_name(args), variant=args.variant, log=_log)
+    if args.init_from is not None and not (args.init_from.is_file() or (args.init_from / "model.pt").is_file()):
+        raise UsageError(f"--init-from {args.init_from}: no trained model here (a run folder with model.pt)")
+    train(spec, args.out, circuit=_circuit_name(args), variant=args.variant, init_from=args.init_from, log=_log)
     return 0
 
 
@@ -190,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="circuit spec YAML file")
     p.add_argument("--out", required=True, type=Path, help="run folder, e.g. results/<circuit>/<variant>/seed0")
     p.add_argument("--seed", type=int, help="sets training.seed")
+    p.add_argument(
+        "--init-from",
+        type=Path,
+        help="start from the trained weights of this run folder (same network; fresh Adam state), e.g. to train a "
+        "circuit on with another learning rate, noise level or trial length",
+    )
     _add_run_labels(p)
     p.set_defaults(func=cmd_train)
 

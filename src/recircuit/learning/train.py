@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 import xarray as xr
 
-from recircuit.circuit.io import MODEL_FILE, atomic_torch_save, build_circuit, save_model
+from recircuit.circuit.io import MODEL_FILE, atomic_torch_save, build_circuit, load_model, save_model
 from recircuit.learning.rules import make_rule
 from recircuit.results import label, provenance, save_dataset, with_sweep_dims
 from recircuit.spec import CircuitSpec
@@ -104,24 +104,57 @@ def training_set(spec: CircuitSpec, n_trials: int | None = None, device: str | t
     return TrialBatch(**{name: getattr(trials, name).to(device) for name in TrialBatch.__dataclass_fields__})
 
 
+def load_initial_weights(model: torch.nn.Module, init_from: str | Path) -> str:
+    """Copy the trained weights of the run folder (or model.pt) ``init_from`` into ``model``; return its path.
+
+    The two specs must build the same network (the same parameters with the same shapes, and the same
+    ``network.dale``, which decides what the stored weights mean); anything else, task and training included, may
+    differ.
+    """
+    source = load_model(init_from, "cpu")
+    path = Path(init_from) / MODEL_FILE if Path(init_from).is_dir() else Path(init_from)
+    if source.spec.network.dale != model.spec.network.dale:
+        raise ValueError(
+            f"{path}: network.dale is {source.spec.network.dale} there and {model.spec.network.dale} in this spec; "
+            "--init-from needs the same network"
+        )
+    theirs, ours = source.state_dict(), model.state_dict()
+    shapes = {name: (tuple(theirs[name].shape) if name in theirs else "absent",
+                     tuple(ours[name].shape) if name in ours else "absent") for name in set(theirs) | set(ours)}
+    mismatched = sorted(f"{name}: {there} there, {here} here" for name, (there, here) in shapes.items() if there != here)
+    if mismatched:
+        raise ValueError(
+            f"{path}: its circuit is not the network this spec builds (--init-from needs the same network.n_exc, "
+            f"n_inh, normalization and task cell counts): {'; '.join(mismatched)}"
+        )
+    with torch.no_grad():
+        for name, tensor in ours.items():
+            tensor.copy_(theirs[name])
+    return str(path)
+
+
 def train(
     spec: CircuitSpec,
     out_dir: str | Path,
     *,
     circuit: str,
     variant: str = "default",
+    init_from: str | Path | None = None,
     log: Callable[[str], None] = print,
     on_step: Callable[[int, torch.nn.Module], None] | None = None,
 ) -> Path:
     """Train the circuit of ``spec`` into ``out_dir`` (model.pt + train.nc); resume from a checkpoint if present.
 
+    ``init_from`` (a run folder or model.pt) starts from that circuit's trained weights instead of a fresh
+    initialisation, with a fresh Adam state: training continues under this spec (its steps, learning rate, task).
     ``on_step(step, model)`` is called after every optimizer step (tests use it to check Dale's signs).
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     cfg = spec.training
     device = resolve_device(cfg.device)
     model, task = build_circuit(spec, device)
+    initialized_from = load_initial_weights(model, init_from) if init_from is not None else ""
+    out_dir.mkdir(parents=True, exist_ok=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     generator = torch.Generator(device).manual_seed(cfg.seed)
     steps, batch, seq = cfg.steps, cfg.batch_size, spec.task.sequence_steps
@@ -139,6 +172,11 @@ def train(
         if state["spec_json"] != spec.model_dump_json():
             raise ValueError(
                 f"{checkpoint}: this checkpoint was made with a different spec; delete it or train into another --out"
+            )
+        if state.get("initialized_from", "") != initialized_from:
+            raise ValueError(
+                f"{checkpoint}: this checkpoint started from {state.get('initialized_from') or 'a fresh circuit'}, "
+                f"not {initialized_from or 'a fresh circuit'}; delete it or train into another --out"
             )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -160,6 +198,7 @@ def train(
             else ""
         )
         + (f", finite training set of {cfg.n_train_trajectories} trajectories" if train_set is not None else "")
+        + (f", starting from the trained circuit {initialized_from}" if initialized_from and start == 0 else "")
     )
     if cfg.loss == "mse" and task.kind == "path_integration" and spec.task.place_cells.code_gain == 1.0:
         log(
@@ -233,6 +272,7 @@ def train(
                         "grad_norm": torch.from_numpy(grad_norms),
                         "logged_steps": logged_steps,
                         "logged_errors": logged_errors,
+                        "initialized_from": initialized_from,
                     },
                     checkpoint,
                 )
@@ -249,7 +289,7 @@ def train(
     path = write_run(
         spec, out_dir, model, circuit=circuit, variant=variant, device=device, losses=losses, grad_norms=grad_norms,
         logged_steps=logged_steps, logged_errors=logged_errors, wall_time_s=wall, resumed_from_step=start,
-        diverged_at_step=diverged_at,
+        diverged_at_step=diverged_at, extra_attrs={"initialized_from": initialized_from},
     )
     log(f"saved {path} and {out_dir / TRAIN_FILE} ({wall:.1f} s)")
     return path
