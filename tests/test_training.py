@@ -167,6 +167,24 @@ def test_init_from_another_network_is_refused_before_anything_is_written(make_sp
     assert not any((tmp_path / name).exists() for name in ("bigger", "unconstrained", "nowhere"))
 
 
+def test_checkpoint_from_another_starting_circuit_is_refused(make_spec, tmp_path):
+    source = tmp_path / "source"
+    train(make_spec("head_direction", {"training.steps": 2}), source, circuit="tiny", log=quiet)
+    spec = make_spec("head_direction", {"training.steps": 8, "training.checkpoint_every_steps": 4})
+
+    def stop_at_5(step: int, model) -> None:
+        if step == 5:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train(spec, tmp_path / "run", circuit="tiny", init_from=source, log=quiet, on_step=stop_at_5)
+    with pytest.raises(ValueError, match="started from .*source/model.pt, not a fresh circuit"):
+        train(spec, tmp_path / "run", circuit="tiny", log=quiet)
+    lines: list[str] = []
+    train(spec, tmp_path / "run", circuit="tiny", init_from=source, log=lines.append)
+    assert any("resuming" in line and "from step 4/8" in line for line in lines), lines
+
+
 def test_same_seed_gives_identical_losses_and_another_seed_does_not(make_spec, tmp_path):
     spec = make_spec("head_direction", {"training.steps": 10})
     reseeded = make_spec("head_direction", {"training.steps": 10, "training.seed": 1})
