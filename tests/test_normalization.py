@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import xarray as xr
+from scipy import stats
 
-from recircuit.circuit.normalization import InhibitoryNormalization, layer_norm_vjp, normalize_errors
+from recircuit.analysis.normalization import FORWARD_ONLY, spearman_with_exact_p, table
+from recircuit.circuit.normalization import (
+    InhibitoryNormalization,
+    layer_norm_vjp,
+    normalize_errors,
+)
 
 
 def make_population(kind="divisive", error_mode="none", n_exc=40, n_pre=60, n_inh_pre=10, seed=0, dtype=torch.float32):
@@ -162,3 +172,41 @@ def test_run_with_normalization_equals_the_step_by_step_reference(kind, error_mo
         assert (a is None) == (b is None), name
         if a is not None:
             torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12, msg=name)
+
+
+def test_spearman_p_of_the_gap_against_epsilon_is_exact_for_few_levels():
+    levels = np.array([0.0, 0.25, 0.5, 0.75])
+    # 4 levels in perfect rank order: 2 of the 24 orderings are as extreme, so p = 1/12 (scipy's t approximation: 0)
+    assert spearman_with_exact_p(levels, np.array([1.0, 2.0, 5.0, 9.0])) == pytest.approx((1.0, 1 / 12))
+    assert spearman_with_exact_p(levels, np.array([9.0, 5.0, 2.0, 1.0])) == pytest.approx((-1.0, 1 / 12))
+    # against every ordering enumerated by hand, with a tie
+    x, y = np.arange(6.0), np.array([2.0, 1.0, 3.0, 3.0, 6.0, 5.0])
+    observed = stats.spearmanr(x, y).statistic
+    every = np.array([stats.spearmanr(x, np.array(order)).statistic for order in itertools.permutations(y)])
+    expected = min(1.0, 2 * min(np.mean(every >= observed - 1e-12), np.mean(every <= observed + 1e-12)))
+    assert spearman_with_exact_p(x, y) == pytest.approx((observed, expected))
+    # beyond EXACT_SPEARMAN_MAX_POINTS: scipy's own p-value
+    many = np.arange(12.0)
+    assert spearman_with_exact_p(many, many**2)[1] == pytest.approx(stats.spearmanr(many, many**2).pvalue)
+
+
+def test_summary_table_prints_p_values_and_the_gain_trend_against_epsilon():
+    conditions, epsilons = ["divisive/full", FORWARD_ONLY], [0.0, 0.5]
+    cell = ("circuit", "condition", "epsilon")
+    ds = xr.Dataset(
+        {
+            "final_error": ((*cell, "seed"), np.array([[[[1.0, 3.0]] * 2, [[5.0, 7.0]] * 2]])),
+            "diverged": ((*cell, "seed"), np.array([[[[0, 1]] * 2, [[0, 0]] * 2]])),
+            "p_vs_forward_only": (cell, np.array([[[2e-5, 0.25], [np.nan, np.nan]]])),
+            "gap_vs_epsilon_spearman": (("circuit", "condition"), np.array([[1.0, np.nan]])),
+            "gap_vs_epsilon_p": (("circuit", "condition"), np.array([[1 / 12, np.nan]])),
+        },
+        coords={"circuit": ["pi"], "condition": conditions, "epsilon": epsilons, "seed": [0, 1]},
+    )
+    ds.final_error.attrs["units"] = "pi: cm"
+    lines = table(ds).splitlines()
+    assert lines[0] == "pi (final error, pi: cm)" and lines[1].endswith("gain vs eps")
+    full, forward = lines[2].split(), lines[3].split()
+    expected = ["divisive/full", "2.00", "p<0.001", "div=1", "2.00", "p=0.250", "div=1", "rho", "+1.00", "(p", "0.083)"]
+    assert full == expected
+    assert forward == [FORWARD_ONLY, "6.00", "--", "div=0", "6.00", "--", "div=0"]

@@ -21,6 +21,36 @@ from recircuit.results import label, open_dataset, provenance, save_dataset
 from recircuit.spec import spec_from_json
 
 FORWARD_ONLY = "divisive/none"
+EXACT_SPEARMAN_MAX_POINTS = 8  # up to 8! = 40320 orderings
+
+
+def spearman_with_exact_p(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Spearman's rho of ``x`` and ``y`` and its two-sided p-value.
+
+    For up to EXACT_SPEARMAN_MAX_POINTS points the p-value is exact, from every ordering of ``y`` against ``x``:
+    scipy's t approximation is far off there (it gives p = 0 for 4 points in perfect rank order, whose exact p is
+    2/24 = 0.083).
+    """
+    result = stats.spearmanr(x, y)
+    if len(x) > EXACT_SPEARMAN_MAX_POINTS:
+        return float(result.statistic), float(result.pvalue)
+    x_ranks = stats.rankdata(x)
+    x_centred = (x_ranks - x_ranks.mean()) / np.linalg.norm(x_ranks - x_ranks.mean())
+
+    def rho(reordered: np.ndarray, axis: int = -1) -> np.ndarray:  # Pearson of the ranks, over many orderings at once
+        y_ranks = stats.rankdata(reordered, axis=axis)
+        y_centred = y_ranks - y_ranks.mean(axis=-1, keepdims=True)
+        return (y_centred @ x_centred) / np.linalg.norm(y_centred, axis=-1)
+
+    exact = stats.permutation_test(
+        (np.asarray(y, dtype=float),),
+        rho,
+        permutation_type="pairings",  # one sample: every ordering of y against x
+        n_resamples=np.inf,  # all of them: exact
+        vectorized=True,
+        alternative="two-sided",
+    )
+    return float(result.statistic), float(exact.pvalue)
 
 
 def condition_label(kind: str, errors: str) -> str:
@@ -130,8 +160,9 @@ def summarize(run_dirs: Iterable[str | Path], out: str | Path) -> Path:
             for k in range(len(conditions)):
                 finite = np.isfinite(median_gain[c, k])
                 if finite.sum() > 2:
-                    result = stats.spearmanr(np.asarray(epsilons)[finite], median_gain[c, k][finite])
-                    spearman_rho[c, k], spearman_p[c, k] = result.statistic, result.pvalue
+                    spearman_rho[c, k], spearman_p[c, k] = spearman_with_exact_p(
+                        np.asarray(epsilons)[finite], median_gain[c, k][finite]
+                    )
 
     error_units = ", ".join(f"{c}: {u}" for c, u in sorted(units.items()))
     ds = xr.Dataset(
@@ -172,12 +203,15 @@ def summarize(run_dirs: Iterable[str | Path], out: str | Path) -> Path:
 
 
 def table(ds: xr.Dataset) -> str:
-    """A plain-text table of median final error, p-value vs forward-only and divergences, per circuit and epsilon."""
+    """A plain-text table of median final error, p-value vs forward-only and divergences, per circuit and epsilon,
+    and the Spearman correlation of each condition's gain over forward-only with epsilon."""
     lines = []
     for circuit in ds.circuit.values:
         sub = ds.sel(circuit=circuit)
         lines.append(f"{circuit} (final error, {sub.final_error.attrs['units']})")
-        lines.append(f"  {'condition':<22}" + "".join(f"  eps={e:<20.2f}" for e in ds.epsilon.values))
+        lines.append(
+            f"  {'condition':<22}" + "".join(f"  eps={e:<20.2f}" for e in ds.epsilon.values) + "  gain vs eps"
+        )
         for condition in ds.condition.values:
             cells = []
             for e in ds.epsilon.values:
@@ -185,8 +219,11 @@ def table(ds: xr.Dataset) -> str:
                 p = float(sub.p_vs_forward_only.sel(condition=condition, epsilon=e))
                 n_div = int(np.nansum(sub.diverged.sel(condition=condition, epsilon=e)))
                 median = np.nanmedian(values) if np.isfinite(values).any() else math.nan
-                p_text = "   --   " if math.isnan(p) else f"p={p:.3f}"
+                p_text = "   --   " if math.isnan(p) else "p<0.001" if p < 0.001 else f"p={p:.3f}"
                 cells.append(f"  {median:7.2f} {p_text} div={n_div:<2}")
+            rho = float(sub.gap_vs_epsilon_spearman.sel(condition=condition))
+            if math.isfinite(rho):
+                cells.append(f"  rho {rho:+.2f} (p {float(sub.gap_vs_epsilon_p.sel(condition=condition)):.2g})")
             lines.append(f"  {condition:<22}" + "".join(cells))
     return "\n".join(lines)
 
