@@ -61,11 +61,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from recircuit.circuit.io import model_path
     from recircuit.learning.train import train
 
     extra = [f"training.seed={args.seed}"] if args.seed is not None else []
     spec = _spec(args, [*extra, *_device_override(args)])
-    if args.init_from is not None and not (args.init_from.is_file() or (args.init_from / "model.pt").is_file()):
+    if args.init_from is not None and not model_path(args.init_from).is_file():
         raise UsageError(f"--init-from {args.init_from}: no trained model here (a run folder with model.pt)")
     train(spec, args.out, circuit=_circuit_name(args), variant=args.variant, init_from=args.init_from, log=_log)
     return 0

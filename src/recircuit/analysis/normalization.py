@@ -34,8 +34,8 @@ def spearman_with_exact_p(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     result = stats.spearmanr(x, y)
     if len(x) > EXACT_SPEARMAN_MAX_POINTS:
         return float(result.statistic), float(result.pvalue)
-    x_ranks = stats.rankdata(x)
-    x_centred = (x_ranks - x_ranks.mean()) / np.linalg.norm(x_ranks - x_ranks.mean())
+    x_centred = stats.rankdata(x) - (len(x) + 1) / 2  # ranks 1..n average (n + 1) / 2, ties included
+    x_centred /= np.linalg.norm(x_centred)
 
     def rho(reordered: np.ndarray, axis: int = -1) -> np.ndarray:  # Pearson of the ranks, over many orderings at once
         y_ranks = stats.rankdata(reordered, axis=axis)

@@ -42,11 +42,15 @@ def save_model(path: str | Path, model: EICircuit, **meta: Any) -> None:
     )
 
 
+def model_path(run_dir: str | Path) -> Path:
+    """The model.pt of a run folder; a path that is not a folder is taken as the model file itself."""
+    path = Path(run_dir)
+    return path / MODEL_FILE if path.is_dir() else path
+
+
 def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> EICircuit:
     """The trained circuit of a run folder (or a model.pt path), in eval mode, with ``.task`` and ``.meta``."""
-    path = Path(run_dir)
-    if path.is_dir():
-        path = path / MODEL_FILE
+    path = model_path(run_dir)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no trained model here (run `recircuit train` first)")
     payload = torch.load(path, map_location="cpu", weights_only=True)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 import xarray as xr
 
-from recircuit.circuit.io import MODEL_FILE, atomic_torch_save, build_circuit, load_model, save_model
+from recircuit.circuit.io import MODEL_FILE, atomic_torch_save, build_circuit, load_model, model_path, save_model
 from recircuit.learning.rules import make_rule
 from recircuit.results import label, provenance, save_dataset, with_sweep_dims
 from recircuit.spec import CircuitSpec
@@ -111,17 +111,19 @@ def load_initial_weights(model: torch.nn.Module, init_from: str | Path) -> str:
     ``network.dale``, which decides what the stored weights mean); anything else, task and training included, may
     differ.
     """
-    source = load_model(init_from, "cpu")
-    path = Path(init_from) / MODEL_FILE if Path(init_from).is_dir() else Path(init_from)
+    source, path = load_model(init_from, "cpu"), model_path(init_from)
     if source.spec.network.dale != model.spec.network.dale:
         raise ValueError(
             f"{path}: network.dale is {source.spec.network.dale} there and {model.spec.network.dale} in this spec; "
             "--init-from needs the same network"
         )
     theirs, ours = source.state_dict(), model.state_dict()
-    shapes = {name: (tuple(theirs[name].shape) if name in theirs else "absent",
-                     tuple(ours[name].shape) if name in ours else "absent") for name in set(theirs) | set(ours)}
-    mismatched = sorted(f"{name}: {there} there, {here} here" for name, (there, here) in shapes.items() if there != here)
+    shapes = {
+        name: tuple(tuple(state[name].shape) if name in state else "absent" for state in (theirs, ours))
+        for name in set(theirs) | set(ours)
+    }
+    mismatched = sorted(f"{name}: {there} there, {here} here" for name, (there, here) in shapes.items()
+                        if there != here)
     if mismatched:
         raise ValueError(
             f"{path}: its circuit is not the network this spec builds (--init-from needs the same network.n_exc, "
