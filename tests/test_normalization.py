@@ -179,12 +179,16 @@ def test_spearman_p_of_the_gap_against_epsilon_is_exact_for_few_levels():
     # 4 levels in perfect rank order: 2 of the 24 orderings are as extreme, so p = 1/12 (scipy's t approximation: 0)
     assert spearman_with_exact_p(levels, np.array([1.0, 2.0, 5.0, 9.0])) == pytest.approx((1.0, 1 / 12))
     assert spearman_with_exact_p(levels, np.array([9.0, 5.0, 2.0, 1.0])) == pytest.approx((-1.0, 1 / 12))
-    # against every ordering enumerated by hand, with a tie
-    x, y = np.arange(6.0), np.array([2.0, 1.0, 3.0, 3.0, 6.0, 5.0])
-    observed = stats.spearmanr(x, y).statistic
-    every = np.array([stats.spearmanr(x, np.array(order)).statistic for order in itertools.permutations(y)])
-    expected = min(1.0, 2 * min(np.mean(every >= observed - 1e-12), np.mean(every <= observed + 1e-12)))
-    assert spearman_with_exact_p(x, y) == pytest.approx((observed, expected))
+    # against every ordering enumerated by hand: with a tie in y, and with ties in x and rho exactly 0
+    cases = [
+        (np.arange(6.0), np.array([2.0, 1.0, 3.0, 3.0, 6.0, 5.0])),
+        (np.array([1.0, 2.0, 2.0, 1.0, 0.0]), np.array([0.87, -0.34, 0.83, -1.06, 0.57])),
+    ]
+    for x, y in cases:
+        observed = stats.spearmanr(x, y).statistic
+        every = np.array([stats.spearmanr(x, np.array(order)).statistic for order in itertools.permutations(y)])
+        expected = min(1.0, 2 * min(np.mean(every >= observed - 1e-12), np.mean(every <= observed + 1e-12)))
+        assert spearman_with_exact_p(x, y) == pytest.approx((observed, expected), abs=1e-12)
     # beyond EXACT_SPEARMAN_MAX_POINTS: scipy's own p-value
     many = np.arange(12.0)
     assert spearman_with_exact_p(many, many**2)[1] == pytest.approx(stats.spearmanr(many, many**2).pvalue)

@@ -34,16 +34,16 @@ def spearman_with_exact_p(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     result = stats.spearmanr(x, y)
     if len(x) > EXACT_SPEARMAN_MAX_POINTS:
         return float(result.statistic), float(result.pvalue)
-    x_centred = stats.rankdata(x) - (len(x) + 1) / 2  # ranks 1..n average (n + 1) / 2, ties included
-    x_centred /= np.linalg.norm(x_centred)
+    mean_rank = (len(x) + 1) / 2  # ranks 1..n average (n + 1) / 2, ties included
+    x_centred = stats.rankdata(x) - mean_rank
+    y_centred = stats.rankdata(y) - mean_rank  # reordering y reorders its ranks: rank once, permute the ranks
+    scale = np.linalg.norm(x_centred) * np.linalg.norm(y_centred)
 
     def rho(reordered: np.ndarray, axis: int = -1) -> np.ndarray:  # Pearson of the ranks, over many orderings at once
-        y_ranks = stats.rankdata(reordered, axis=axis)
-        y_centred = y_ranks - y_ranks.mean(axis=-1, keepdims=True)
-        return (y_centred @ x_centred) / np.linalg.norm(y_centred, axis=-1)
+        return (reordered @ x_centred) / scale
 
     exact = stats.permutation_test(
-        (np.asarray(y, dtype=float),),
+        (y_centred,),
         rho,
         permutation_type="pairings",  # one sample: every ordering of y against x
         n_resamples=np.inf,  # all of them: exact
