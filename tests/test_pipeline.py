@@ -166,6 +166,8 @@ def test_tiny_run_writes_labelled_finite_datasets(tiny_run):
     reactivation_report = (results / "summary/reactivation_report.txt").read_text()
     assert "KL(noisy || noisy awake) < KL(noise_free || noisy awake)" in reactivation_report
     assert "1/1 seeds" in reactivation_report or "0/1 seeds" in reactivation_report
+    assert "  path_integration: noisy " in reactivation_report  # how far offline trajectories get from their starts
+    assert float(reactivation["position_displacement"].sel(circuit="path_integration", seed=0, quiescent="noisy")) > 0
     spiking_report = (results / "summary/spiking_report.txt").read_text()
     assert spiking_report.splitlines()[1].startswith("head_direction") and "noisy: error ratio" in spiking_report
     assert float(spiking["noise_only_error_ratio"].sel(circuit="head_direction", variant="noisy", seed=0)) > 0

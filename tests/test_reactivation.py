@@ -163,6 +163,24 @@ def test_variances_steps_and_angular_metrics():
     assert R.angular_velocity_sign_p(spin.repeat(10, 0)) < 0.001
 
 
+def test_distance_from_the_start_and_between_independent_samples():
+    t = np.arange(6, dtype=float)
+    along_x = np.stack([np.stack([t, 0 * t], -1), np.stack([2 * t, 0 * t], -1)])  # speeds 1 and 2 per step
+    np.testing.assert_allclose(R.displacement_from_start(along_x), t * np.sqrt((1 + 4) / 2))
+    turning = R.wrap(0.5 * np.arange(9))[None, :, None]  # counter-clockwise at 0.5 rad per step, across the seam
+    expected = np.abs(R.wrap(0.5 * np.arange(9)))  # the wrapped distance turns back after half a turn
+    np.testing.assert_allclose(R.displacement_from_start(turning, circular=True), expected, atol=1e-12)
+    assert expected[-1] == pytest.approx(2 * np.pi - 4.0)
+    rng = np.random.default_rng(3)
+    # two points 2 m apart: independent draws coincide half the time, so the mean squared distance is 2 m^2
+    assert R.pair_distance(np.array([[0.0, 0.0], [2.0, 0.0]]), rng) == pytest.approx(np.sqrt(2.0))
+    square = rng.uniform(-1.1, 1.1, (50_000, 2))  # uniform on the 2.2 m arena: E|a - b|^2 = 4 * 2.2^2 / 12
+    assert R.pair_distance(square, rng) == pytest.approx(np.sqrt(4 * 2.2**2 / 12), rel=0.01)
+    ring = rng.uniform(-np.pi, np.pi, 50_000)
+    assert R.pair_distance(ring, rng, circular=True) == pytest.approx(np.pi / np.sqrt(3), rel=0.01)
+    assert R.pair_distance(np.full(100, 1.0), rng, circular=True) == 0.0
+
+
 def test_rayleigh_test_is_calibrated_on_uniform_headings_and_rejects_a_concentrated_ring():
     rng = np.random.default_rng(1)
     p_uniform = np.array([R.rayleigh_p(rng.uniform(-np.pi, np.pi, 50)) for _ in range(4000)])
@@ -371,6 +389,16 @@ def test_reactivation_table_and_cli(pi_runs, tmp_path):
     # the last window is the kept part, so its coverage is the table's
     assert course.sel(quiescent="noisy")[2].item() == pytest.approx(ds["coverage"].sel(quiescent="noisy",
                                                                                        waking="noisy").item())
+    # distance from the first offline step: none for the uniform baseline; at the KL window's last step (150) the
+    # time course's last value; the distance between independent waking positions is within the arena's diagonal
+    displacement = ds["position_displacement"].squeeze()
+    assert np.isnan(displacement.sel(quiescent="uniform").item())
+    assert np.isfinite(displacement.drop_sel(quiescent="uniform").values).all()
+    assert displacement.sel(quiescent="noisy").item() > 0
+    distance_course = ds["position_displacement_time_course"].squeeze()
+    np.testing.assert_allclose(distance_course.isel(offline_window=-1).values, displacement.values)
+    pairs = ds["waking_position_pair_distance"].squeeze()
+    assert ((pairs > 0.1) & (pairs < 2.2 * np.sqrt(2))).all()
     # seeds combine along the length-1 sweep dims
     other = ds.assign_coords(seed=[1])
     other.attrs["seed"] = 1
@@ -449,6 +477,12 @@ def test_reactivation_head_direction(tmp_path):
     assert ((ds["heading_uniformity_p"] >= 0) & (ds["heading_uniformity_p"] <= 1)).all()
     assert np.isfinite(ds["heading_drift"].sel(quiescent="noisy").values).any()
     assert np.isnan(ds["heading_drift"].sel(quiescent="uniform").values).all()  # no network, no flow
+    # wrapped distances from the start: at most pi; independent waking headings of an unbiased ring ~ pi / sqrt(3)
+    displacement = ds["heading_displacement"].squeeze()
+    networks = displacement.drop_sel(quiescent="uniform")
+    assert ((networks > 0) & (networks <= np.pi)).all()
+    assert np.isnan(displacement.sel(quiescent="uniform").item())
+    assert ds["waking_heading_pair_distance"].sel(waking="noisy").item() == pytest.approx(np.pi / np.sqrt(3), rel=0.15)
     assert ds["heading_uniformity_p"].sel(quiescent="uniform").item() > 1e-3  # 16 independent uniform trials
     n_samples = 16 * 50  # R of n uniform headings is ~ sqrt(pi / 4n)
     assert ds["mean_resultant_length"].sel(quiescent="uniform").item() < 4 / math.sqrt(n_samples)
@@ -560,6 +594,34 @@ def test_reactivation_report_counts_the_seeds_where_each_claim_holds():
     assert "2/3 seeds" in report(ds) and "quiescent steps" not in report(ds)
     ds.attrs.update(distribution_window_steps="101-1000", variance_window_steps="1001-2000")
     assert report(ds).endswith("distribution metrics 101-1000, output variance 1001-2000")
+
+
+def test_reactivation_report_gives_how_far_offline_trajectories_get_from_their_starts():
+    import xarray as xr
+
+    from recircuit.analysis.reactivation_report import mixing_rows, report
+
+    quiescent = ["noisy", "noise_free", "noise_free+offline_noise", "untrained", "uniform"]
+    waking = ["noisy", "noise_free"]
+    dims = ("circuit", "variant", "seed", "quiescent")
+    displacement = np.array([[0.2, 0.4, 0.6], [0.01, 0.01, 0.02], [0.1, 0.1, 0.1], [1.0, 1.0, 1.0], [np.nan] * 3]).T
+    ds = xr.Dataset(
+        {
+            "kl": (dims + ("waking",), np.ones((1, 1, 3, 5, 2))),
+            "position_variance": (dims, np.full((1, 1, 3, 5), 0.01)),
+            "position_displacement": (dims, displacement[None, None]),
+            "waking_position_pair_distance": (("circuit", "variant", "seed", "waking"), np.full((1, 1, 3, 2), 0.8)),
+        },
+        coords={
+            "circuit": ["pi"], "variant": ["all"], "seed": [0, 1, 2], "quiescent": quiescent, "waking": waking,
+            "quiescent_run": ("quiescent", ["noisy", "noise_free", "noise_free", "noisy", "noisy"]),
+            "quiescent_condition": ("quiescent", ["trained", "trained", "offline_noise", "untrained", "uniform"]),
+        },
+    )
+    ds["waking_position_pair_distance"].loc[{"waking": "noise_free"}] = 0.1  # each row against its own run's waking
+    rows = {q: ratio for _, q, ratio in mixing_rows(ds)}
+    assert rows == pytest.approx({"noisy": 0.5, "noise_free": 0.1, "noise_free+offline_noise": 1.0, "untrained": 1.25})
+    assert "pi: noisy 0.50, noise_free 0.10, noise_free+offline_noise 1.00, untrained 1.25" in report(ds)
 
 
 def test_reactivation_report_checks_the_unconstrained_pair_like_the_dale_pair():

@@ -22,6 +22,12 @@ Windows, as in the reference, which measures KL on 1000 quiescent steps and the 
 the distribution metrics (KL, coverage, occupancy, step size, radius, heading uniformity, angular velocity) use the
 ``reactivation.distribution_steps`` steps after ``burn_in_steps``; the output variance uses the steps after
 ``variance_burn_in_steps``; the time courses and the heading drift field cover every step from input removal.
+
+Mixing: the quiescence starts from the waking trials' start states, so a circuit that does not move offline has the
+distribution of its starts, which for uniform starts is close to the waking occupancy. The RMS distance from the first
+offline step (``*_displacement``), against the RMS distance between two independent waking samples
+(``waking_*_pair_distance``), says whether the offline trajectories have had time to forget their starts; until they
+have, the KL ordering compares starts more than circuits.
 """
 
 from __future__ import annotations
@@ -256,6 +262,33 @@ def mean_step_size(trajectories: np.ndarray, circular: bool = False) -> float:
     if circular:
         return float(np.abs(wrap(steps)).sum(-1).mean())
     return float(np.linalg.norm(steps, axis=-1).mean())
+
+
+def displacement_from_start(trajectories: np.ndarray, circular: bool = False) -> np.ndarray:
+    """RMS over trials of each decoded output's distance from the trial's first one, per step (time,): m for
+    positions (trials, time, 2); rad for headings (trials, time, 1), the wrapped difference (at most pi)."""
+    x = np.asarray(trajectories, dtype=np.float64)
+    if circular:
+        distance = np.abs(wrap(x[..., 0] - x[:, :1, 0]))
+    else:
+        distance = np.linalg.norm(x - x[:, :1], axis=-1)
+    return np.sqrt(np.mean(distance**2, axis=0))
+
+
+def pair_distance(
+    points: np.ndarray, rng: np.random.Generator, circular: bool = False, n_pairs: int = 100_000
+) -> float:
+    """RMS distance between two independent draws from points (..., d): how far from its start a trajectory gets
+    once it has forgotten the start, if it samples their distribution. Positions: sqrt(2 trace cov), exact, m;
+    headings: the wrapped difference over ``n_pairs`` random pairs, rad (pi / sqrt 3 for a uniform ring)."""
+    if circular:
+        angles = np.asarray(points, dtype=np.float64).reshape(-1)
+        angles = angles[np.isfinite(angles)]
+        first, second = rng.choice(angles, n_pairs), rng.choice(angles, n_pairs)
+        return float(np.sqrt(np.mean(wrap(first - second) ** 2)))
+    flat = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    flat = flat[np.isfinite(flat).all(axis=1)]
+    return float(np.sqrt(2 * flat.var(axis=0).sum()))
 
 
 def mean_angular_velocity(headings: np.ndarray, dt_s: float) -> float:
@@ -509,6 +542,23 @@ def reactivation_dataset(
         ]
     )
 
+    # distance from the first offline step (the uniform baseline has no trajectory): has the start been forgotten?
+    distances = [
+        None if r.condition == "uniform" else displacement_from_start(r.whole, circular) for r in rows
+    ]
+    window_ends = np.arange(1, n_windows + 1) * window - 1
+    displacement_course = np.full((len(rows), n_windows), np.nan)
+    displacement_at_kl_end = np.full(len(rows), np.nan)
+    for i, (r, d) in enumerate(zip(rows, distances)):
+        if d is None:
+            continue
+        inside = window_ends < len(d)
+        displacement_course[i, inside] = d[window_ends[inside]]
+        displacement_at_kl_end[i] = d[range(len(d))[rs.distribution_window()][-1]]
+    waking_pairs = [
+        pair_distance(waking_decoded[lbl], _rng(rs.analysis_seed, "pairs", lbl), circular) for lbl in labels
+    ]
+
     def variance(x: np.ndarray) -> float:
         return circular_output_variance(x[..., 0]) if circular else output_variance(x)
 
@@ -547,6 +597,25 @@ def reactivation_dataset(
         f"waking_{what}_step": label(
             xr.DataArray([mean_step_size(waking_decoded[lbl], circular) for lbl in labels], dims=w_dim),
             f"mean step between consecutive decoded {what}s while awake",
+            s_units,
+        ),
+        f"{what}_displacement": label(
+            xr.DataArray(displacement_at_kl_end, dims=q_dim),
+            f"RMS over trials of the decoded {what}'s distance from its first offline step, at the last step of the "
+            "distribution window" + (" (wrapped)" if circular else "") + " (NaN: no trajectory or steps not stored)",
+            s_units,
+        ),
+        f"{what}_displacement_time_course": label(
+            xr.DataArray(displacement_course, dims=(q_dim, "offline_window")),
+            f"RMS over trials of the decoded {what}'s distance from its first offline step, at the last step of each "
+            f"{window}-step window from input removal (NaN: no trajectory or steps not stored)",
+            s_units,
+        ),
+        f"waking_{what}_pair_distance": label(
+            xr.DataArray(waking_pairs, dims=w_dim),
+            f"RMS distance between two independent waking decoded {what}s: the displacement offline of a trajectory "
+            "that has forgotten its start and samples the waking distribution"
+            + (" (wrapped; pi/sqrt(3) when uniform)" if circular else " (sqrt(2 trace cov))"),
             s_units,
         ),
         "pca_fraction": label(

@@ -165,7 +165,8 @@ def _bars(ax, labels: list[str], values: np.ndarray, colours: list[str]) -> None
 
 
 def dynamics_figures(ds: xr.Dataset, out_dir: Path) -> list[Path]:
-    """Output variance after burn-in and mean step size per condition (bars: mean and SD over seeds)."""
+    """Output variance after burn-in and mean step size per condition (bars: mean and SD over seeds), and where the
+    summary has it the distance from the start over time against the distance between independent waking outputs."""
     paths: list[Path] = []
     for what, space_units, var_units in (("position", "m", "m²"), ("heading", "rad", "rad²")):
         paths += _dynamics(ds, out_dir, what, space_units, var_units)
@@ -176,8 +177,11 @@ def _dynamics(ds: xr.Dataset, out_dir: Path, what: str, space_units: str, var_un
     paths: list[Path] = []
     for name, sub in _selections(ds, f"{what}_variance"):
         quiescent, waking = list(sub["quiescent"].values), list(sub["waking"].values)
-        fig = Figure(figsize=(4 + 0.6 * (len(quiescent) + len(waking)), 3.8), layout="constrained")
-        ax_var, ax_step = fig.subplots(1, 2)
+        with_distance = f"{what}_displacement_time_course" in sub and f"waking_{what}_pair_distance" in sub
+        n_panels = 3 if with_distance else 2
+        fig = Figure(figsize=(4 + 0.6 * (len(quiescent) + len(waking)) + 3.5 * (n_panels - 2), 3.8),
+                     layout="constrained")
+        ax_var, ax_step, *ax_distance = fig.subplots(1, n_panels)
         q_labels = [f"offline: {q}" for q in quiescent]
         w_labels = [f"awake: {w}" for w in waking]
         variance = sub[f"{what}_variance"].transpose("seed", "quiescent").values
@@ -194,9 +198,35 @@ def _dynamics(ds: xr.Dataset, out_dir: Path, what: str, space_units: str, var_un
         _bars(ax_step, q_labels + w_labels, steps, [QUIESCENT_COLOUR] * len(q_labels) + [WAKING_COLOUR] * len(w_labels))
         ax_step.set_ylabel(f"mean step ({space_units} per time step)")
         ax_step.set_title("step of the decoded output, offline vs awake", fontsize=9)
+        if with_distance:
+            _distance_panel(ax_distance[0], sub, what, space_units)
         fig.suptitle(f"{name}: offline dynamics ({sub.sizes['seed']} seeds)")
         paths += save_figure(fig, out_dir, f"reactivation_{name}_dynamics")
     return paths
+
+
+def _distance_panel(ax, sub: xr.Dataset, what: str, space_units: str) -> None:
+    """Distance from the first offline step over time per condition (mean over seeds), and dashed, the distance
+    between two independent outputs of each waking run: while a line stays well below the dashed ones, the offline
+    trajectories have not forgotten their starts."""
+    course = sub[f"{what}_displacement_time_course"]
+    time_s = sub["offline_window"].values
+    step_s = time_s[1] - time_s[0] if len(time_s) > 1 else 0.0
+    colours = iter(["tab:blue", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive",
+                    "tab:cyan"])  # not the waking colour
+    for q in sub["quiescent"].values:
+        mean = course.sel(quiescent=q).mean("seed").values
+        if np.isfinite(mean).any():
+            ax.plot(np.r_[0.0, time_s + step_s], np.r_[0.0, mean], color=next(colours, "k"), label=f"offline: {q}")
+    pairs = sub[f"waking_{what}_pair_distance"].mean("seed")
+    for style, w in zip(("--", ":", "-.") * len(pairs), pairs["waking"].values):
+        ax.axhline(float(pairs.sel(waking=w)), color=WAKING_COLOUR, linestyle=style, linewidth=1,
+                   label=f"two independent awake outputs: {w}")
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("time since input removal (s)")
+    ax.set_ylabel(f"RMS distance from the first offline step ({space_units})")
+    ax.set_title("how far offline trajectories get from their starts", fontsize=9)
+    ax.legend(fontsize=6)
 
 
 # ------------------------------------------------------------------------------------------------------- headings

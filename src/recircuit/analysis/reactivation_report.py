@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import xarray as xr
 
+from recircuit.analysis.reactivation import own_waking
 from recircuit.claims import claim_row, claims_table
 
 MAX_RESULTANT_LENGTH = 0.1  # "near-uniform offline headings"
@@ -132,9 +134,7 @@ def report_rows(ds: xr.Dataset) -> list[dict[str, object]]:
     """One row per circuit and applicable check: claim, median value / reference over seeds, seeds holding / seeds."""
     rows = []
     for circuit in ds["circuit"].values:
-        one = ds.sel(circuit=circuit)
-        if "variant" in one.dims:
-            one = one.squeeze("variant", drop=True)
+        one = _one_circuit(ds, circuit)
         for check in checks(_task(one)):
             if not _applies(one, check):
                 continue
@@ -145,8 +145,42 @@ def report_rows(ds: xr.Dataset) -> list[dict[str, object]]:
     return rows
 
 
+def _one_circuit(ds: xr.Dataset, circuit) -> xr.Dataset:
+    one = ds.sel(circuit=circuit)
+    return one.squeeze("variant", drop=True) if "variant" in one.dims else one
+
+
+def _first(coordinate: xr.DataArray) -> str:
+    return str(coordinate.values.reshape(-1)[0])
+
+
+def mixing_rows(ds: xr.Dataset) -> list[tuple[str, str, float]]:
+    """(circuit, quiescent row, median over seeds of its offline distance from the start at the end of the KL window
+    over the distance between two independent outputs of its own run's waking trials): near 1 the trajectories have
+    forgotten their starts, near 0 the offline distribution is mostly that of the starts. Rows of summaries written
+    before these variables existed, and the uniform baseline, are left out."""
+    rows = []
+    for circuit in ds["circuit"].values:
+        one = _one_circuit(ds, circuit)
+        what = "heading" if _task(one) == "head_direction" else "position"
+        if f"{what}_displacement" not in one or f"waking_{what}_pair_distance" not in one:
+            continue
+        wakings = [str(w) for w in one["waking"].values]
+        for quiescent in one["quiescent"].values:
+            row = one.sel(quiescent=quiescent)
+            condition = _first(row["quiescent_condition"])
+            if condition == "uniform":
+                continue
+            waking = own_waking(_first(row["quiescent_run"]), condition, wakings)
+            ratio = (row[f"{what}_displacement"] / one[f"waking_{what}_pair_distance"].sel(waking=waking)).values
+            ratio = ratio[np.isfinite(ratio)]
+            if ratio.size:
+                rows.append((str(circuit), str(quiescent), float(np.median(ratio))))
+    return rows
+
+
 def report(ds: xr.Dataset) -> str:
-    """The rows of `report_rows` as a text table."""
+    """The rows of `report_rows` as a text table, then the windows measured and the rows of `mixing_rows`."""
     rows = report_rows(ds)
     if not rows:
         return "no reactivation checks apply (the summary lacks the noisy / noise_free / biased variants)"
@@ -156,4 +190,13 @@ def report(ds: xr.Dataset) -> str:
             f"quiescent steps since input removal: KL, coverage and the other distribution metrics "
             f"{ds.attrs['distribution_window_steps']}, output variance {ds.attrs['variance_window_steps']}"
         )
+    mixing = mixing_rows(ds)
+    if mixing:
+        lines.append(
+            "offline distance from the start at the end of the KL window / distance between two independent waking "
+            "outputs (median over seeds; near 1: the start is forgotten, near 0: the offline distribution is mostly "
+            "that of the starts, which the quiescence takes from the waking trials):"
+        )
+        for circuit in dict.fromkeys(c for c, _, _ in mixing):
+            lines.append(f"  {circuit}: " + ", ".join(f"{q} {r:.2f}" for c, q, r in mixing if c == circuit))
     return "\n".join(lines)
