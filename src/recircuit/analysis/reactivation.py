@@ -427,6 +427,14 @@ def own_waking(run: str, condition: str, wakings: Sequence[str]) -> str:
     return run if condition in ("trained", "offline_noise") and run in wakings else wakings[0]
 
 
+def row_own_waking(ds: xr.Dataset, quiescent: str) -> str:
+    """`own_waking` of one quiescent row of a reactivation dataset or summary, read from its ``quiescent_run`` and
+    ``quiescent_condition`` coordinates (the first value where a summary stacks them over circuits or seeds)."""
+    run = str(ds["quiescent_run"].sel(quiescent=quiescent).values.reshape(-1)[0])
+    condition = str(ds["quiescent_condition"].sel(quiescent=quiescent).values.reshape(-1)[0])
+    return own_waking(run, condition, [str(w) for w in ds["waking"].values])
+
+
 def windowed(trajectories: np.ndarray, window: int, n_windows: int, measure) -> np.ndarray:
     """``measure`` of decoded outputs (trials, time, d) in each of ``n_windows`` consecutive windows of ``window``
     steps, (n_windows,); NaN for windows past the end or holding any NaN."""
@@ -543,15 +551,13 @@ def reactivation_dataset(
     )
 
     # distance from the first offline step (the uniform baseline has no trajectory): has the start been forgotten?
-    distances = [
-        None if r.condition == "uniform" else displacement_from_start(r.whole, circular) for r in rows
-    ]
     window_ends = np.arange(1, n_windows + 1) * window - 1
     displacement_course = np.full((len(rows), n_windows), np.nan)
     displacement_at_kl_end = np.full(len(rows), np.nan)
-    for i, (r, d) in enumerate(zip(rows, distances)):
-        if d is None:
+    for i, r in enumerate(rows):
+        if r.condition == "uniform":
             continue
+        d = displacement_from_start(r.whole, circular)
         inside = window_ends < len(d)
         displacement_course[i, inside] = d[window_ends[inside]]
         displacement_at_kl_end[i] = d[range(len(d))[rs.distribution_window()][-1]]

@@ -18,7 +18,7 @@ from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from recircuit.analysis.reactivation import own_waking
+from recircuit.analysis.reactivation import row_own_waking
 from recircuit.analysis.reactivation_report import SIGNIFICANCE
 from recircuit.figures import save_figure
 from recircuit.results import open_dataset
@@ -55,13 +55,6 @@ def _drop_empty(sub: xr.Dataset) -> xr.Dataset:
     keep_q = np.isfinite(kl.values).any(axis=tuple(i for i, d in enumerate(kl.dims) if d != "quiescent"))
     keep_w = np.isfinite(kl.values).any(axis=tuple(i for i, d in enumerate(kl.dims) if d != "waking"))
     return sub.isel(quiescent=np.flatnonzero(keep_q), waking=np.flatnonzero(keep_w))
-
-
-def _own_waking(sub: xr.Dataset, quiescent: str) -> str:
-    """The waking column of the run a quiescent row comes from (the first column for untrained and uniform)."""
-    run = str(sub["quiescent_run"].sel(quiescent=quiescent).values.reshape(-1)[0])
-    cond = str(sub["quiescent_condition"].sel(quiescent=quiescent).values.reshape(-1)[0])
-    return own_waking(run, cond, [str(w) for w in sub["waking"].values])
 
 
 def _mean_sd(da: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
@@ -106,7 +99,7 @@ def occupancy_figures(ds: xr.Dataset, out_dir: Path) -> list[Path]:
                 ax.set_axis_off()
                 continue
             q = quiescent[j]
-            own = _own_waking(sub, q)
+            own = row_own_waking(sub, q)
             ax.imshow(
                 quiet.sel(quiescent=q).transpose("y_bin", "x_bin").values,
                 origin="lower", extent=extent, norm=norm, cmap="viridis",
@@ -248,7 +241,7 @@ def heading_figures(ds: xr.Dataset, out_dir: Path) -> list[Path]:
             "heading_uniformity_p" in sub) else None
         for i, q in enumerate(quiescent):
             ax = fig.add_subplot(rows, cols, i + 1, projection="polar")
-            own = _own_waking(sub, q)
+            own = row_own_waking(sub, q)
             offline = quiet.sel(quiescent=q).values
             ax.bar(centres, offline, width=width, color=QUIESCENT_COLOUR, alpha=0.6, label="offline")
             closed = np.append(centres, centres[0])

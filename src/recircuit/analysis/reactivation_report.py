@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from recircuit.analysis.reactivation import own_waking
+from recircuit.analysis.reactivation import row_own_waking
 from recircuit.claims import claim_row, claims_table
 
 MAX_RESULTANT_LENGTH = 0.1  # "near-uniform offline headings"
@@ -150,29 +150,21 @@ def _one_circuit(ds: xr.Dataset, circuit) -> xr.Dataset:
     return one.squeeze("variant", drop=True) if "variant" in one.dims else one
 
 
-def _first(coordinate: xr.DataArray) -> str:
-    return str(coordinate.values.reshape(-1)[0])
-
-
 def mixing_rows(ds: xr.Dataset) -> list[tuple[str, str, float]]:
     """(circuit, quiescent row, median over seeds of its offline distance from the start at the end of the KL window
     over the distance between two independent outputs of its own run's waking trials): near 1 the trajectories have
     forgotten their starts, near 0 the offline distribution is mostly that of the starts. Rows of summaries written
-    before these variables existed, and the uniform baseline, are left out."""
+    before these variables existed, and the uniform baseline (no trajectory: NaN distance), are left out."""
     rows = []
     for circuit in ds["circuit"].values:
         one = _one_circuit(ds, circuit)
         what = "heading" if _task(one) == "head_direction" else "position"
         if f"{what}_displacement" not in one or f"waking_{what}_pair_distance" not in one:
             continue
-        wakings = [str(w) for w in one["waking"].values]
         for quiescent in one["quiescent"].values:
-            row = one.sel(quiescent=quiescent)
-            condition = _first(row["quiescent_condition"])
-            if condition == "uniform":
-                continue
-            waking = own_waking(_first(row["quiescent_run"]), condition, wakings)
-            ratio = (row[f"{what}_displacement"] / one[f"waking_{what}_pair_distance"].sel(waking=waking)).values
+            waking = row_own_waking(one, str(quiescent))
+            distance = one[f"{what}_displacement"].sel(quiescent=quiescent)
+            ratio = (distance / one[f"waking_{what}_pair_distance"].sel(waking=waking)).values
             ratio = ratio[np.isfinite(ratio)]
             if ratio.size:
                 rows.append((str(circuit), str(quiescent), float(np.median(ratio))))
