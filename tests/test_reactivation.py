@@ -214,6 +214,30 @@ def test_heading_drift_recovers_the_flow_of_a_ring_with_one_attractor():
     assert np.isnan(R.heading_drift(with_gap, edges, dt)).all()  # 9 steps: under min_steps in every bin
 
 
+def test_radial_drift_recovers_an_outward_flow_and_leaves_noise_out():
+    dt, rate = 0.02, 0.5  # dr/dt = rate r: an unstable integrator expanding from the centre, 1/s
+    edges = R.radius_edges(2.2, 0.1, 0.1)
+    assert edges[0] == 0 and edges[-1] >= np.sqrt(2) * 1.2 > edges[-2]  # up to the corner of arena plus margin
+    angles = np.linspace(0, 2 * np.pi, 60, endpoint=False)
+    radius = 0.05 * np.exp(rate * dt * np.arange(300))  # 0.05 m to 0.1 m * e^2.99 = 1 m
+    expanding = radius[None, :, None] * np.stack([np.cos(angles), np.sin(angles)], -1)[:, None, :]
+    drift = R.radial_drift(expanding, edges, dt, min_steps=5)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    sampled = np.isfinite(drift)
+    assert sampled[:10].all() and not sampled[11:].any()  # the trajectories end at 1 m
+    assert np.abs(drift[sampled] - rate * centres[sampled]).max() < rate * 0.1  # within one bin's change
+    # a random walk near the centre: its distance from the centre grows (by D/r in the mean), its drift is zero
+    sd = 0.01  # per step and axis, m
+    walk = np.cumsum(np.random.default_rng(0).normal(0, sd, (200, 500, 2)), axis=1) + np.array([0.05, 0.0])
+    standard_error = sd / dt / np.sqrt(walk.size / 2)  # of a mean over every step of one component, m/s
+    distance_change = np.diff(np.linalg.norm(walk, axis=-1), axis=1).mean() / dt
+    assert distance_change > 5 * standard_error  # the change of distance is biased outward by noise alone
+    assert abs(R.radial_drift(walk, np.array([0.0, 10.0]), dt)[0]) < 3 * standard_error
+    gap = expanding[:1].copy()
+    gap[0, 10:] = np.nan
+    assert np.isnan(R.radial_drift(gap, edges, dt)).all()  # 9 steps: under min_steps in every bin
+
+
 def test_windowed_measure_per_window_with_nan_where_data_is_missing():
     x = np.arange(2 * 10 * 1, dtype=float).reshape(2, 10, 1)  # trial 0: 0..9, trial 1: 10..19
     x[0, 7] = np.nan
@@ -397,6 +421,10 @@ def test_reactivation_table_and_cli(pi_runs, tmp_path):
     assert displacement.sel(quiescent="noisy").item() > 0
     distance_course = ds["position_displacement_time_course"].squeeze()
     np.testing.assert_allclose(distance_course.isel(offline_window=-1).values, displacement.values)
+    radial = ds["radial_drift"].squeeze()
+    assert radial.dims == ("quiescent", "radius_bin") and ds["radius_bin"].attrs["units"] == "m"
+    assert np.isnan(radial.sel(quiescent="uniform").values).all()  # no network, no flow
+    assert np.isfinite(radial.drop_sel(quiescent="uniform").values).any(axis=1).all()
     pairs = ds["waking_position_pair_distance"].squeeze()
     assert ((pairs > 0.1) & (pairs < 2.2 * np.sqrt(2))).all()
     # seeds combine along the length-1 sweep dims
@@ -491,7 +519,7 @@ def test_reactivation_head_direction(tmp_path):
 
 
 @pytest.mark.slow
-def test_reactivation_figures(tmp_path):
+def test_reactivation_figures(pi_runs, tmp_path):
     """Every figure from combined summaries (two seeds); polar panels make this take several seconds."""
     from recircuit.analysis.reactivation_figures import make_reactivation_figures
 
@@ -504,10 +532,15 @@ def test_reactivation_figures(tmp_path):
     other.attrs["seed"] = 1
     combine([ds, other]).to_netcdf(summary / "reactivation.nc", engine="h5netcdf")
     loaded["noisy"][1].to_netcdf(summary / "quiescence.nc", engine="h5netcdf")
+    pi = R.reactivation_dataset({k: (open_dataset(v / "waking.nc"), open_dataset(v / "quiescence.nc"))
+                                 for k, v in pi_runs.items()})
+    pi.to_netcdf(summary / "pi_reactivation.nc", engine="h5netcdf")
     paths = make_reactivation_figures(summary, tmp_path / "figures")
     names = {p.name for p in paths}
     assert {"reactivation_head_direction_kl.png", "reactivation_head_direction_headings.pdf",
-            "reactivation_head_direction_drift.png"} <= names
+            "reactivation_head_direction_drift.png", "reactivation_path_integration_radial_drift.png",
+            "reactivation_path_integration_occupancy.png"} <= names
+    assert "reactivation_path_integration_drift.png" not in names  # the ring's drift field is for headings only
     assert "reactivation_head_direction_trajectories.png" in names
     assert "reactivation_head_direction_time_course.png" in names
     assert all(p.stat().st_size > 1000 for p in paths)

@@ -21,7 +21,7 @@ ratio removes the positive bias a sharper Q would add (the reference fits Q on a
 Windows, as in the reference, which measures KL on 1000 quiescent steps and the output variance after 1000 of 2000:
 the distribution metrics (KL, coverage, occupancy, step size, radius, heading uniformity, angular velocity) use the
 ``reactivation.distribution_steps`` steps after ``burn_in_steps``; the output variance uses the steps after
-``variance_burn_in_steps``; the time courses and the heading drift field cover every step from input removal.
+``variance_burn_in_steps``; the time courses and the drift fields (heading, radial) cover every step from input removal.
 
 Mixing: the quiescence starts from the waking trials' start states, so a circuit that does not move offline has the
 distribution of its starts, which for uniform starts is close to the waking occupancy. The RMS distance from the first
@@ -308,6 +308,34 @@ def heading_drift(
     start, step = wrap(start[keep]), step[keep]
     counts, _ = np.histogram(start, bins=edges)
     sums, _ = np.histogram(start, bins=edges, weights=step)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts >= min_steps, sums / counts / dt_s, np.nan)
+
+
+def radius_edges(arena_m: float, margin_m: float, bin_m: float) -> np.ndarray:
+    """Edges (m) of distance-from-centre bins of width bin_m, from 0 to the corner of the arena plus margin."""
+    corner = math.sqrt(2) * (arena_m / 2 + margin_m)
+    return np.arange(math.ceil(corner / bin_m - 1e-9) + 1) * bin_m
+
+
+def radial_drift(
+    positions: np.ndarray, edges: np.ndarray, dt_s: float, min_steps: int = DRIFT_MIN_STEPS
+) -> np.ndarray:
+    """The arena's radial drift profile: mean outward component of the steps of positions (trials, time, 2), each
+    step projected on the direction from the arena centre to where it starts, m/s (> 0: outward), binned by that
+    start's distance from the centre (``edges``, m). The projection leaves noise out (a random walk drifts at zero;
+    the change of the distance itself would grow by noise alone), so a circuit that samples a uniform occupancy
+    drifts at zero inside and inward at the walls. NaN in bins with fewer than ``min_steps`` steps; steps with a NaN
+    end, or that start at the centre, are left out."""
+    x = np.asarray(positions, dtype=np.float64)
+    start = x[:, :-1].reshape(-1, 2)
+    step = np.diff(x, axis=1).reshape(-1, 2)
+    radius = np.linalg.norm(start, axis=1)
+    keep = np.isfinite(step).all(axis=1) & np.isfinite(radius) & (radius > 0)
+    start, step, radius = start[keep], step[keep], radius[keep]
+    outward = np.einsum("nd,nd->n", step, start) / radius
+    counts, _ = np.histogram(radius, bins=edges)
+    sums, _ = np.histogram(radius, bins=edges, weights=outward)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(counts >= min_steps, sums / counts / dt_s, np.nan)
 
@@ -726,7 +754,17 @@ def reactivation_dataset(
         }
     else:
         centres = 0.5 * (edges[1:] + edges[:-1])
+        r_edges = radius_edges(arena, rs.arena_margin_m, rs.coverage_bin_m)
+        no_flow = np.full(len(r_edges) - 1, np.nan)  # the uniform baseline is no network
+        drift = [no_flow if r.condition == "uniform" else radial_drift(x, r_edges, dt) for r, x in zip(rows, whole)]
         data.update(
+            radial_drift=label(
+                xr.DataArray(np.array(drift), dims=(q_dim, "radius_bin")),
+                "radial drift profile offline: mean outward component (away from the arena centre) of the decoded "
+                "position's steps by the distance each step starts from, burn-in included (> 0: outward; NaN: under "
+                f"{DRIFT_MIN_STEPS} steps in the bin, or no network)",
+                "m/s",
+            ),
             mean_radius=label(
                 xr.DataArray([mean_radius(r.decoded) for r in rows], dims=q_dim),
                 "mean distance of quiescent decoded positions from the arena centre",
@@ -751,6 +789,11 @@ def reactivation_dataset(
         bin_coords = {
             "x_bin": label(xr.DataArray(centres, dims="x_bin"), "spatial bin centre, x", "m"),
             "y_bin": label(xr.DataArray(centres, dims="y_bin"), "spatial bin centre, y", "m"),
+            "radius_bin": label(
+                xr.DataArray(0.5 * (r_edges[1:] + r_edges[:-1]), dims="radius_bin"),
+                "distance-from-centre bin centre",
+                "m",
+            ),
         }
     coords = {
         q_dim: label(xr.DataArray([r.label for r in rows], dims=q_dim), "quiescent condition", "1"),
