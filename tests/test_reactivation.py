@@ -214,28 +214,29 @@ def test_heading_drift_recovers_the_flow_of_a_ring_with_one_attractor():
     assert np.isnan(R.heading_drift(with_gap, edges, dt)).all()  # 9 steps: under min_steps in every bin
 
 
-def test_radial_drift_recovers_an_outward_flow_and_leaves_noise_out():
-    dt, rate = 0.02, 0.5  # dr/dt = rate r: an unstable integrator expanding from the centre, 1/s
+def test_radial_displacement_says_outward_stayed_or_forgot_the_start():
     edges = R.radius_edges(2.2, 0.1, 0.1)
     assert edges[0] == 0 and edges[-1] >= np.sqrt(2) * 1.2 > edges[-2]  # up to the corner of arena plus margin
-    angles = np.linspace(0, 2 * np.pi, 60, endpoint=False)
-    radius = 0.05 * np.exp(rate * dt * np.arange(300))  # 0.05 m to 0.1 m * e^2.99 = 1 m
-    expanding = radius[None, :, None] * np.stack([np.cos(angles), np.sin(angles)], -1)[:, None, :]
-    drift = R.radial_drift(expanding, edges, dt, min_steps=5)
     centres = 0.5 * (edges[1:] + edges[:-1])
-    sampled = np.isfinite(drift)
-    assert sampled[:10].all() and not sampled[11:].any()  # the trajectories end at 1 m
-    assert np.abs(drift[sampled] - rate * centres[sampled]).max() < rate * 0.1  # within one bin's change
-    # a random walk near the centre: its distance from the centre grows (by D/r in the mean), its drift is zero
-    sd = 0.01  # per step and axis, m
-    walk = np.cumsum(np.random.default_rng(0).normal(0, sd, (200, 500, 2)), axis=1) + np.array([0.05, 0.0])
-    standard_error = sd / dt / np.sqrt(walk.size / 2)  # of a mean over every step of one component, m/s
-    distance_change = np.diff(np.linalg.norm(walk, axis=-1), axis=1).mean() / dt
-    assert distance_change > 5 * standard_error  # the change of distance is biased outward by noise alone
-    assert abs(R.radial_drift(walk, np.array([0.0, 10.0]), dt)[0]) < 3 * standard_error
-    gap = expanding[:1].copy()
-    gap[0, 10:] = np.nan
-    assert np.isnan(R.radial_drift(gap, edges, dt)).all()  # 9 steps: under min_steps in every bin
+    angles = np.linspace(0, 2 * np.pi, 40, endpoint=False)
+    start_radius = np.repeat(np.arange(0.05, 1.0, 0.1), 40)  # 40 trials at each bin centre up to 0.95 m
+    direction = np.stack([np.cos(angles), np.sin(angles)], -1)[np.arange(len(start_radius)) % 40]
+    growth = np.exp(0.5 * 0.02 * np.arange(101))  # dr/dt = 0.5 r for 2 s: an unstable integrator
+    expanding = start_radius[:, None, None] * growth[None, :, None] * direction[:, None, :]
+    moved = R.radial_displacement(expanding, edges, end_step=100)
+    assert np.isfinite(moved[:10]).all() and np.isnan(moved[10:]).all()
+    np.testing.assert_allclose(moved[:10], centres[:10] * (np.e - 1), rtol=1e-9)  # outward, in proportion
+    still = np.repeat(expanding[:, :1], 101, axis=1)
+    np.testing.assert_allclose(R.radial_displacement(still, edges, 100)[:10], 0.0, atol=1e-15)
+    # ends drawn independently of the starts from a distribution centred on the arena: minus the start's distance
+    ends = np.random.default_rng(0).uniform(-1.1, 1.1, (len(start_radius), 2))
+    forgot = np.concatenate([expanding[:, :1], np.repeat(ends[:, None], 100, axis=1)], axis=1)
+    moved = R.radial_displacement(forgot, edges, 100)
+    assert np.abs(moved[:10] + centres[:10]).max() < 4 * 0.64 / np.sqrt(40)  # the ends' SD per axis is 0.64 m
+    assert np.isnan(R.radial_displacement(expanding[:4], edges, 100)).all()  # under 5 trials in every bin
+    with_nan = expanding.copy()
+    with_nan[:, 100] = np.nan
+    assert np.isnan(R.radial_displacement(with_nan, edges, 100)).all()
 
 
 def test_windowed_measure_per_window_with_nan_where_data_is_missing():
@@ -421,7 +422,7 @@ def test_reactivation_table_and_cli(pi_runs, tmp_path):
     assert displacement.sel(quiescent="noisy").item() > 0
     distance_course = ds["position_displacement_time_course"].squeeze()
     np.testing.assert_allclose(distance_course.isel(offline_window=-1).values, displacement.values)
-    radial = ds["radial_drift"].squeeze()
+    radial = ds["radial_displacement"].squeeze()
     assert radial.dims == ("quiescent", "radius_bin") and ds["radius_bin"].attrs["units"] == "m"
     assert np.isnan(radial.sel(quiescent="uniform").values).all()  # no network, no flow
     assert np.isfinite(radial.drop_sel(quiescent="uniform").values).any(axis=1).all()
@@ -538,7 +539,7 @@ def test_reactivation_figures(pi_runs, tmp_path):
     paths = make_reactivation_figures(summary, tmp_path / "figures")
     names = {p.name for p in paths}
     assert {"reactivation_head_direction_kl.png", "reactivation_head_direction_headings.pdf",
-            "reactivation_head_direction_drift.png", "reactivation_path_integration_radial_drift.png",
+            "reactivation_head_direction_drift.png", "reactivation_path_integration_radial_displacement.png",
             "reactivation_path_integration_occupancy.png"} <= names
     assert "reactivation_path_integration_drift.png" not in names  # the ring's drift field is for headings only
     assert "reactivation_head_direction_trajectories.png" in names

@@ -128,6 +128,29 @@ def test_drift_to_center_reduces_mean_distance_to_centre():
     assert distance_biased < 0.7 * distance_unbiased
 
 
+def test_pauses_have_the_asked_fraction_and_mean_length():
+    from recircuit.tasks.path_integration import pauses
+
+    still = pauses(torch.rand(4000, 500, generator=torch.Generator().manual_seed(0)), 0.25, 25.0)
+    assert still.float().mean().item() == pytest.approx(0.25, abs=0.01)
+    assert still[:, 0].float().mean().item() == pytest.approx(0.25, abs=0.03)  # started in the stationary state
+    n_started = (still[:, 1:] & ~still[:, :-1]).sum().item()
+    assert still[:, 1:].sum().item() / n_started == pytest.approx(25.0, rel=0.1)  # steps per pause
+
+
+def test_a_pausing_agent_stands_still_and_trials_without_pauses_keep_their_draws():
+    walks = sample(path_task(pause_fraction=0.25, pause_steps=10), 400, 100, seed=3)
+    still = (walks.inputs == 0).all(-1)
+    assert still.float().mean().item() == pytest.approx(0.25, abs=0.02)
+    integrated = walks.initial_state[:, None] + torch.cumsum(walks.inputs, dim=1)
+    assert (integrated - walks.states).abs().max().item() < 1e-5  # the input still integrates to the position
+    plain, default = sample(path_task(pause_fraction=0.0), 8, 20, seed=4), sample(path_task(), 8, 20, seed=4)
+    assert torch.equal(plain.inputs, default.inputs)
+    assert (sample(path_task(pause_fraction=0.25), 8, 20, seed=4).initial_state == plain.initial_state).all()
+    with pytest.raises(ValueError, match="pause_fraction"):
+        PathIntegrationTask(pause_fraction=0.9, pause_steps=2)
+
+
 def sorscher_walk(position, heading, lengths, turns, half, border, drift=0.0):
     """Sorscher et al.'s wall-avoiding walk written plainly (nearest of the four walls by argmin), float64."""
     wall_heading = torch.arange(4, dtype=torch.float64) * (math.pi / 2)  # +x, +y, -x, -y
@@ -310,8 +333,10 @@ def test_sampling_is_reproducible_under_a_seed(kind):
 
 
 @pytest.mark.parametrize(
-    "task", [path_task(drift_to_center=0.05), hd_task(turn_model="ar1"), hd_task(input_gain={"epsilon": 0.5})],
-    ids=["path", "heading_ar1", "heading_gain"],
+    "task",
+    [path_task(drift_to_center=0.05), path_task(pause_fraction=0.25), hd_task(turn_model="ar1"),
+     hd_task(input_gain={"epsilon": 0.5})],
+    ids=["path", "path_pauses", "heading_ar1", "heading_gain"],
 )
 def test_a_chunk_of_batches_equals_one_sample_call_per_batch_per_generator(task):
     seeds, n_batches = (3, 4), 5

@@ -77,9 +77,25 @@ class PathIntegrationTask(StrictModel):
     drift_to_center: Fraction = Field(
         0.0, description="fraction of the offset to the centre added to each step (biased occupancy)"
     )
+    pause_fraction: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.0,
+        description="fraction of the time the agent stands still (pauses of pause_steps on average, in a two-state "
+        "Markov chain; drift_to_center goes on while it stands); 0: it never stops, as in the reference, so "
+        "training never shows the circuit zero input",
+    )
+    pause_steps: Annotated[float, Field(ge=1)] = Field(25.0, description="mean length of a pause, time steps")
     input_gain: InputGain = InputGain()
     place_cells: PlaceCells = PlaceCells()
     decode_top_k: PositiveInt = Field(3, description="decoder: mean centre of the k most active outputs")
+
+    @model_validator(mode="after")
+    def _pauses_possible(self) -> "PathIntegrationTask":
+        if self.pause_fraction > self.pause_steps / (self.pause_steps + 1):
+            raise ValueError(
+                f"pause_fraction {self.pause_fraction} needs pauses longer than pause_steps {self.pause_steps}: "
+                "at most pause_steps / (pause_steps + 1)"
+            )
+        return self
 
 
 class HeadDirectionTask(StrictModel):

@@ -21,7 +21,7 @@ ratio removes the positive bias a sharper Q would add (the reference fits Q on a
 Windows, as in the reference, which measures KL on 1000 quiescent steps and the output variance after 1000 of 2000:
 the distribution metrics (KL, coverage, occupancy, step size, radius, heading uniformity, angular velocity) use the
 ``reactivation.distribution_steps`` steps after ``burn_in_steps``; the output variance uses the steps after
-``variance_burn_in_steps``; the time courses and the drift fields (heading, radial) cover every step from input removal.
+``variance_burn_in_steps``; the time courses and the heading drift field cover every step from input removal.
 
 Mixing: the quiescence starts from the waking trials' start states, so a circuit that does not move offline has the
 distribution of its starts, which for uniform starts is close to the waking occupancy. The RMS distance from the first
@@ -56,6 +56,7 @@ REACTIVATION_FILE = "reactivation.nc"
 RATIO_CLIP = (1e-7, 1e7)
 TWO_PI = 2 * math.pi
 DRIFT_MIN_STEPS = 20  # steps a heading bin needs for its drift estimate
+RADIAL_MIN_TRIALS = 5  # trials a distance-from-centre bin needs for its mean displacement
 
 
 def wrap(theta: np.ndarray) -> np.ndarray:
@@ -318,26 +319,26 @@ def radius_edges(arena_m: float, margin_m: float, bin_m: float) -> np.ndarray:
     return np.arange(math.ceil(corner / bin_m - 1e-9) + 1) * bin_m
 
 
-def radial_drift(
-    positions: np.ndarray, edges: np.ndarray, dt_s: float, min_steps: int = DRIFT_MIN_STEPS
+def radial_displacement(
+    positions: np.ndarray, edges: np.ndarray, end_step: int, min_trials: int = RADIAL_MIN_TRIALS
 ) -> np.ndarray:
-    """The arena's radial drift profile: mean outward component of the steps of positions (trials, time, 2), each
-    step projected on the direction from the arena centre to where it starts, m/s (> 0: outward), binned by that
-    start's distance from the centre (``edges``, m). The projection leaves noise out (a random walk drifts at zero;
-    the change of the distance itself would grow by noise alone), so a circuit that samples a uniform occupancy
-    drifts at zero inside and inward at the walls. NaN in bins with fewer than ``min_steps`` steps; steps with a NaN
-    end, or that start at the centre, are left out."""
+    """Where the offline flow goes, by where it starts: the mean outward component of each trial's displacement from
+    its first position (positions (trials, time, 2)) to its position at ``end_step``, projected on the direction
+    from the arena centre to the start, m, binned by the start's distance from the centre (``edges``, m).
+    0: the trials stayed where they started; > 0: outward; -(distance of the start): the end has forgotten the start
+    (a sampler of a distribution centred on the arena). Over a whole trial, unlike per step, the top-k decoder's
+    flicker between neighbouring cells adds at most a cell spacing. NaN in bins with fewer than ``min_trials``
+    trials, or where the start or the end is NaN or the start is at the centre."""
     x = np.asarray(positions, dtype=np.float64)
-    start = x[:, :-1].reshape(-1, 2)
-    step = np.diff(x, axis=1).reshape(-1, 2)
+    start, end = x[:, 0], x[:, end_step]
     radius = np.linalg.norm(start, axis=1)
-    keep = np.isfinite(step).all(axis=1) & np.isfinite(radius) & (radius > 0)
-    start, step, radius = start[keep], step[keep], radius[keep]
-    outward = np.einsum("nd,nd->n", step, start) / radius
+    keep = np.isfinite(end).all(axis=1) & np.isfinite(radius) & (radius > 0)
+    start, end, radius = start[keep], end[keep], radius[keep]
+    outward = np.einsum("nd,nd->n", end - start, start) / radius
     counts, _ = np.histogram(radius, bins=edges)
     sums, _ = np.histogram(radius, bins=edges, weights=outward)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts >= min_steps, sums / counts / dt_s, np.nan)
+        return np.where(counts >= min_trials, sums / counts, np.nan)
 
 
 def angular_velocity_sign_p(headings: np.ndarray) -> float:
@@ -756,14 +757,20 @@ def reactivation_dataset(
         centres = 0.5 * (edges[1:] + edges[:-1])
         r_edges = radius_edges(arena, rs.arena_margin_m, rs.coverage_bin_m)
         no_flow = np.full(len(r_edges) - 1, np.nan)  # the uniform baseline is no network
-        drift = [no_flow if r.condition == "uniform" else radial_drift(x, r_edges, dt) for r, x in zip(rows, whole)]
+        radial = [
+            no_flow
+            if r.condition == "uniform"
+            else radial_displacement(x, r_edges, range(x.shape[1])[rs.distribution_window()][-1])
+            for r, x in zip(rows, whole)
+        ]
         data.update(
-            radial_drift=label(
-                xr.DataArray(np.array(drift), dims=(q_dim, "radius_bin")),
-                "radial drift profile offline: mean outward component (away from the arena centre) of the decoded "
-                "position's steps by the distance each step starts from, burn-in included (> 0: outward; NaN: under "
-                f"{DRIFT_MIN_STEPS} steps in the bin, or no network)",
-                "m/s",
+            radial_displacement=label(
+                xr.DataArray(np.array(radial), dims=(q_dim, "radius_bin")),
+                "mean outward component (away from the arena centre) of the decoded position's displacement from its "
+                "first offline step to the last step of the distribution window, by the start's distance from the "
+                "centre (0: stayed; -distance: forgot the start; NaN: under "
+                f"{RADIAL_MIN_TRIALS} trials in the bin, or no network)",
+                "m",
             ),
             mean_radius=label(
                 xr.DataArray([mean_radius(r.decoded) for r in rows], dims=q_dim),

@@ -266,50 +266,69 @@ def heading_figures(ds: xr.Dataset, out_dir: Path) -> list[Path]:
     return paths
 
 
-# (variable, bin dim, x scale, x label, y label, title, file suffix) of each drift field
-DRIFT_FIELDS = (
-    ("heading_drift", "heading_bin", np.degrees, "heading (deg)", "drift (rad/s)",
-     "drift field of the ring offline (mean angular velocity by heading)", "drift"),
-    ("radial_drift", "radius_bin", None, "distance from centre (m)", "outward drift (m/s)",
-     "radial drift offline (mean outward component of the steps)", "radial_drift"),
-)
-
-
 def drift_figures(ds: xr.Dataset, out_dir: Path) -> list[Path]:
-    """Offline drift fields, one panel per network condition, one line per seed. Heading: the ring's mean angular
-    velocity by heading (flat ring: zero everywhere; attracting headings are downward zero crossings). Position:
-    the mean outward component of the steps by distance from the centre (a sampler of a uniform occupancy: zero
-    inside, inward at the walls, whose nearest and farthest points are marked)."""
+    """The ring's offline drift field (mean angular velocity by heading), one panel per network condition, one line
+    per seed: a flat ring drifts at zero everywhere; attracting headings are downward zero crossings."""
     paths: list[Path] = []
-    for variable, dim, scale, xlabel, ylabel, title, suffix in DRIFT_FIELDS:
-        for name, sub in _selections(ds, variable):
-            drift = sub[variable].transpose("seed", "quiescent", dim)
-            quiescent = [q for q in sub["quiescent"].values if np.isfinite(drift.sel(quiescent=q).values).any()]
-            if not quiescent:
-                continue
-            cols = min(len(quiescent), 3)
-            rows = math.ceil(len(quiescent) / cols)
-            fig = Figure(figsize=(3.6 * cols, 2.8 * rows), layout="constrained")
-            axes = np.atleast_1d(fig.subplots(rows, cols, sharex=True, squeeze=False)).reshape(-1)
-            x = sub[dim].values if scale is None else scale(sub[dim].values)
-            half = float(sub.attrs["arena_m"]) / 2 if variable == "radial_drift" and "arena_m" in sub.attrs else None
-            for ax, q in zip(axes, quiescent):
-                for seed in drift["seed"].values:
-                    ax.plot(x, drift.sel(quiescent=q, seed=seed).values, linewidth=1, label=f"seed {seed}")
-                ax.axhline(0.0, color="k", linewidth=0.6)
-                if half is not None:
-                    for wall in (half, math.sqrt(2) * half):
-                        ax.axvline(wall, color="0.6", linewidth=0.6, linestyle=":")
-                ax.set_title(f"offline: {q}", fontsize=9)
-                ax.set_xlabel(xlabel, fontsize=8)
-                ax.set_ylabel(ylabel, fontsize=8)
-                ax.tick_params(labelsize=7)
-            for ax in axes[len(quiescent):]:
-                ax.set_visible(False)
-            axes[0].legend(fontsize=6)
-            fig.suptitle(f"{name}: {title}")
-            paths += save_figure(fig, out_dir, f"reactivation_{name}_{suffix}")
+    for name, sub in _selections(ds, "heading_drift"):
+        drift = sub["heading_drift"].transpose("seed", "quiescent", "heading_bin")
+        quiescent = [q for q in sub["quiescent"].values if np.isfinite(drift.sel(quiescent=q).values).any()]
+        if not quiescent:
+            continue
+        fig, axes = _condition_panels(len(quiescent))
+        degrees = np.degrees(sub["heading_bin"].values)
+        for ax, q in zip(axes, quiescent):
+            for seed in drift["seed"].values:
+                ax.plot(degrees, drift.sel(quiescent=q, seed=seed).values, linewidth=1, label=f"seed {seed}")
+            ax.axhline(0.0, color="k", linewidth=0.6)
+            _label_panel(ax, f"offline: {q}", "heading (deg)", "drift (rad/s)")
+        axes[0].legend(fontsize=6)
+        fig.suptitle(f"{name}: drift field of the ring offline (mean angular velocity by heading)")
+        paths += save_figure(fig, out_dir, f"reactivation_{name}_drift")
     return paths
+
+
+def radial_figures(ds: xr.Dataset, out_dir: Path) -> list[Path]:
+    """Where the offline flow of a path integrator goes, by where it starts: mean outward displacement from the
+    first offline step to the end of the distribution window, by the start's distance from the centre, one panel
+    per network condition, one line per seed; 0 (stayed) and minus the distance (forgot the start) are drawn."""
+    paths: list[Path] = []
+    for name, sub in _selections(ds, "radial_displacement"):
+        moved = sub["radial_displacement"].transpose("seed", "quiescent", "radius_bin")
+        quiescent = [q for q in sub["quiescent"].values if np.isfinite(moved.sel(quiescent=q).values).any()]
+        if not quiescent:
+            continue
+        fig, axes = _condition_panels(len(quiescent))
+        radius = sub["radius_bin"].values
+        for ax, q in zip(axes, quiescent):
+            for seed in moved["seed"].values:
+                ax.plot(radius, moved.sel(quiescent=q, seed=seed).values, linewidth=1, marker=".", label=f"seed {seed}")
+            ax.axhline(0.0, color="k", linewidth=0.6)
+            ax.plot(radius, -radius, color="0.5", linewidth=0.8, linestyle="--", label="forgot the start")
+            _label_panel(ax, f"offline: {q}", "start's distance from centre (m)", "outward displacement (m)")
+        axes[0].legend(fontsize=6)
+        end = str(sub.attrs.get("distribution_window_steps", "")).rpartition("-")[2] or "the window's end"
+        fig.suptitle(f"{name}: where the offline flow goes: displacement from the first offline step to step {end}")
+        paths += save_figure(fig, out_dir, f"reactivation_{name}_radial_displacement")
+    return paths
+
+
+def _condition_panels(n: int) -> tuple[Figure, np.ndarray]:
+    """A figure with n panels, at most 3 per row, sharing x; the unused ones hidden."""
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(3.6 * cols, 2.8 * rows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, sharex=True, squeeze=False)).reshape(-1)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
+def _label_panel(ax, title: str, xlabel: str, ylabel: str) -> None:
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.tick_params(labelsize=7)
 
 
 # ------------------------------------------------------------------------------------------------- time course
@@ -423,7 +442,7 @@ def make_reactivation_figures(summary_dir: Path, out_dir: Path) -> list[Path]:
     for path in files:
         ds = open_dataset(path)
         for make in (occupancy_figures, kl_matrix_figures, dynamics_figures, heading_figures, drift_figures,
-                     time_course_figures):
+                     radial_figures, time_course_figures):
             paths += make(ds, out_dir)
     for path in sorted(summary_dir.glob("*quiescence*.nc")):
         paths += trajectory_figures(open_dataset(path), out_dir)

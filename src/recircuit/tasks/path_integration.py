@@ -10,6 +10,21 @@ from recircuit.spec import PathIntegrationTask
 from recircuit.tasks.base import Movement, TrialBatch, sample_batch, sample_gains
 
 
+def pauses(uniform: torch.Tensor, fraction: float, mean_steps: float) -> torch.Tensor:
+    """Steps at which the agent stands still (batch, time), bool: a two-state Markov chain driven by uniform draws
+    (batch, time), started in its stationary distribution, still a ``fraction`` of the time in pauses of
+    ``mean_steps`` steps on average (geometric lengths)."""
+    resume = 1.0 / mean_steps
+    stop = resume * fraction / (1.0 - fraction)
+    still = torch.empty_like(uniform, dtype=torch.bool)
+    state = uniform[:, 0] < fraction
+    still[:, 0] = state
+    for t in range(1, uniform.shape[1]):
+        state = torch.where(state, uniform[:, t] >= resume, uniform[:, t] < stop)
+        still[:, t] = state
+    return still
+
+
 class PathIntegration:
     """Agent in a square arena centred at 0; input = displacement per step (m); target = place-cell code."""
 
@@ -41,6 +56,9 @@ class PathIntegration:
         step_length = s.speed_scale_m_per_s * torch.sqrt(-2.0 * torch.log1p(-uniform)) * dt  # Rayleigh speed * dt
         random_turn = torch.randn(batch_size, steps, generator=generator, device=dev) * (s.turn_sd_rad_per_s * dt)
         gains = sample_gains(batch_size, steps, s.input_gain.epsilon, s.input_gain.segments, generator, dev)
+        if s.pause_fraction > 0:  # drawn last, so that trials without pauses keep the draws they always had
+            uniform = torch.rand(batch_size, steps, generator=generator, device=dev)
+            step_length = step_length * ~pauses(uniform, s.pause_fraction, s.pause_steps)
         return {"position": position, "heading": heading, "step_length": step_length, "turn": random_turn,
                 "gains": gains}
 
