@@ -89,7 +89,7 @@ class PathIntegrationTask(StrictModel):
     decode_top_k: PositiveInt = Field(3, description="decoder: mean centre of the k most active outputs")
 
     @model_validator(mode="after")
-    def _pauses_possible(self) -> "PathIntegrationTask":
+    def _pauses_possible(self) -> PathIntegrationTask:
         if self.pause_fraction > self.pause_steps / (self.pause_steps + 1):
             raise ValueError(
                 f"pause_fraction {self.pause_fraction} needs pauses longer than pause_steps {self.pause_steps}: "
