@@ -168,6 +168,9 @@ def test_tiny_run_writes_labelled_finite_datasets(tiny_run):
     assert "1/1 seeds" in reactivation_report or "0/1 seeds" in reactivation_report
     assert "  path_integration: noisy " in reactivation_report  # how far offline trajectories get from their starts
     assert float(reactivation["position_displacement"].sel(circuit="path_integration", seed=0, quiescent="noisy")) > 0
+    radial = reactivation["radial_displacement"].sel(circuit="path_integration", seed=0, quiescent="noisy")
+    assert "radius_bin" in radial.dims  # with 8 quiescent trials no distance bin holds the 5 a mean needs: all NaN
+    assert not np.isfinite(radial.values).any()
     spiking_report = (results / "summary/spiking_report.txt").read_text()
     assert spiking_report.splitlines()[1].startswith("head_direction") and "noisy: error ratio" in spiking_report
     assert float(spiking["noise_only_error_ratio"].sel(circuit="head_direction", variant="noisy", seed=0)) > 0
