@@ -73,6 +73,7 @@ OVERLAYS = {
     "cross_entropy": ("", "'training.loss=\"cross_entropy\"' task.place_cells.code_gain=1.0", ""),
     "noisy_neuron": ("spiking.membrane_noise_mV=10.0 spiking.lif_max_rate_hz=200.0", "", ""),
     "continuous_time": ("", "", "network.tau_ms=160.0"),
+    "pause": ("", "task.pause_fraction=0.25 task.pause_steps=25", ""),
 }
 
 
