@@ -271,17 +271,12 @@ def drift_figures(ds: xr.Dataset, out_dir: Path) -> list[Path]:
     per seed: a flat ring drifts at zero everywhere; attracting headings are downward zero crossings."""
     paths: list[Path] = []
     for name, sub in _selections(ds, "heading_drift"):
-        drift = sub["heading_drift"].transpose("seed", "quiescent", "heading_bin")
-        quiescent = [q for q in sub["quiescent"].values if np.isfinite(drift.sel(quiescent=q).values).any()]
-        if not quiescent:
+        panels = _seed_lines_per_condition(sub, "heading_drift", "heading_bin", np.degrees(sub["heading_bin"].values))
+        if panels is None:
             continue
-        fig, axes = _condition_panels(len(quiescent))
-        degrees = np.degrees(sub["heading_bin"].values)
-        for ax, q in zip(axes, quiescent):
-            for seed in drift["seed"].values:
-                ax.plot(degrees, drift.sel(quiescent=q, seed=seed).values, linewidth=1, label=f"seed {seed}")
-            ax.axhline(0.0, color="k", linewidth=0.6)
-            _label_panel(ax, f"offline: {q}", "heading (deg)", "drift (rad/s)")
+        fig, axes = panels
+        for ax in axes:
+            _label_axes(ax, "heading (deg)", "drift (rad/s)")
         axes[0].legend(fontsize=6)
         fig.suptitle(f"{name}: drift field of the ring offline (mean angular velocity by heading)")
         paths += save_figure(fig, out_dir, f"reactivation_{name}_drift")
@@ -294,23 +289,37 @@ def radial_figures(ds: xr.Dataset, out_dir: Path) -> list[Path]:
     per network condition, one line per seed; 0 (stayed) and minus the distance (forgot the start) are drawn."""
     paths: list[Path] = []
     for name, sub in _selections(ds, "radial_displacement"):
-        moved = sub["radial_displacement"].transpose("seed", "quiescent", "radius_bin")
-        quiescent = [q for q in sub["quiescent"].values if np.isfinite(moved.sel(quiescent=q).values).any()]
-        if not quiescent:
-            continue
-        fig, axes = _condition_panels(len(quiescent))
         radius = sub["radius_bin"].values
-        for ax, q in zip(axes, quiescent):
-            for seed in moved["seed"].values:
-                ax.plot(radius, moved.sel(quiescent=q, seed=seed).values, linewidth=1, marker=".", label=f"seed {seed}")
-            ax.axhline(0.0, color="k", linewidth=0.6)
+        panels = _seed_lines_per_condition(sub, "radial_displacement", "radius_bin", radius, marker=".")
+        if panels is None:
+            continue
+        fig, axes = panels
+        for ax in axes:
             ax.plot(radius, -radius, color="0.5", linewidth=0.8, linestyle="--", label="forgot the start")
-            _label_panel(ax, f"offline: {q}", "start's distance from centre (m)", "outward displacement (m)")
+            _label_axes(ax, "start's distance from centre (m)", "outward displacement (m)")
         axes[0].legend(fontsize=6)
         end = str(sub.attrs.get("distribution_window_steps", "")).rpartition("-")[2] or "the window's end"
         fig.suptitle(f"{name}: where the offline flow goes: displacement from the first offline step to step {end}")
         paths += save_figure(fig, out_dir, f"reactivation_{name}_radial_displacement")
     return paths
+
+
+def _seed_lines_per_condition(
+    sub: xr.Dataset, variable: str, dim: str, x: np.ndarray, marker: str | None = None
+) -> tuple[Figure, np.ndarray] | None:
+    """One panel per quiescent condition with any finite ``variable`` (dims seed, quiescent, ``dim``), one line per
+    seed against x, and the zero line; None when no condition has a value."""
+    values = sub[variable].transpose("seed", "quiescent", dim)
+    quiescent = [q for q in sub["quiescent"].values if np.isfinite(values.sel(quiescent=q).values).any()]
+    if not quiescent:
+        return None
+    fig, axes = _condition_panels(len(quiescent))
+    for ax, q in zip(axes, quiescent):
+        for seed in values["seed"].values:
+            ax.plot(x, values.sel(quiescent=q, seed=seed).values, linewidth=1, marker=marker, label=f"seed {seed}")
+        ax.axhline(0.0, color="k", linewidth=0.6)
+        ax.set_title(f"offline: {q}", fontsize=9)
+    return fig, axes
 
 
 def _condition_panels(n: int) -> tuple[Figure, np.ndarray]:
@@ -324,8 +333,7 @@ def _condition_panels(n: int) -> tuple[Figure, np.ndarray]:
     return fig, axes[:n]
 
 
-def _label_panel(ax, title: str, xlabel: str, ylabel: str) -> None:
-    ax.set_title(title, fontsize=9)
+def _label_axes(ax, xlabel: str, ylabel: str) -> None:
     ax.set_xlabel(xlabel, fontsize=8)
     ax.set_ylabel(ylabel, fontsize=8)
     ax.tick_params(labelsize=7)
