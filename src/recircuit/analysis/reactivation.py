@@ -580,6 +580,7 @@ def reactivation_dataset(
     )
 
     # distance from the first offline step (the uniform baseline has no trajectory): has the start been forgotten?
+    distribution_ends = [range(x.shape[1])[rs.distribution_window()][-1] for x in whole]  # step index, per row
     window_ends = np.arange(1, n_windows + 1) * window - 1
     displacement_course = np.full((len(rows), n_windows), np.nan)
     displacement_at_kl_end = np.full(len(rows), np.nan)
@@ -589,7 +590,7 @@ def reactivation_dataset(
         d = displacement_from_start(r.whole, circular)
         inside = window_ends < len(d)
         displacement_course[i, inside] = d[window_ends[inside]]
-        displacement_at_kl_end[i] = d[range(len(d))[rs.distribution_window()][-1]]
+        displacement_at_kl_end[i] = d[distribution_ends[i]]
     waking_pairs = [
         pair_distance(waking_decoded[lbl], _rng(rs.analysis_seed, "pairs", lbl), circular) for lbl in labels
     ]
@@ -758,10 +759,8 @@ def reactivation_dataset(
         r_edges = radius_edges(arena, rs.arena_margin_m, rs.coverage_bin_m)
         no_flow = np.full(len(r_edges) - 1, np.nan)  # the uniform baseline is no network
         radial = [
-            no_flow
-            if r.condition == "uniform"
-            else radial_displacement(x, r_edges, range(x.shape[1])[rs.distribution_window()][-1])
-            for r, x in zip(rows, whole)
+            no_flow if r.condition == "uniform" else radial_displacement(x, r_edges, end)
+            for r, x, end in zip(rows, whole, distribution_ends)
         ]
         data.update(
             radial_displacement=label(
