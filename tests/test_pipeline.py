@@ -172,6 +172,10 @@ def test_tiny_run_writes_labelled_finite_datasets(tiny_run):
     radial = reactivation["radial_displacement"].sel(circuit="path_integration", seed=0, quiescent="noisy")
     assert "radius_bin" in radial.dims  # with 8 quiescent trials no distance bin holds the 5 a mean needs: all NaN
     assert not np.isfinite(radial.values).any()
+    scaled = reactivation["scaled_input_position_error"].sel(circuit="path_integration", seed=0, waking="noisy")
+    assert sorted(scaled["input_scale"].values.tolist()) == [0.0, 1.0] and scaled.sizes["scaled_input_time"] == 20
+    assert np.isfinite(scaled.values).all() and (scaled.values >= 0).all()
+    assert "path_integration noisy: x1 " in reactivation_report  # the scaled-input test's line
     spiking_report = (results / "summary/spiking_report.txt").read_text()
     assert spiking_report.splitlines()[1].startswith("head_direction") and "noisy: error ratio" in spiking_report
     assert float(spiking["noise_only_error_ratio"].sel(circuit="head_direction", variant="noisy", seed=0)) > 0
@@ -183,7 +187,8 @@ def test_tiny_run_writes_labelled_finite_datasets(tiny_run):
     assert dt_over_tau == pytest.approx(spec["task"]["dt_s"] / (spec["network"]["tau_ms"] / 1000))
     assert float(lines[header + 1].split()[-1]) == pytest.approx(dt_over_tau, rel=1e-2)
     for name in ("training/training_curves", "training/decoded_trajectories", "training/error_over_time",
-                 "reactivation/reactivation_path_integration_kl", "spiking/spiking_agreement"):
+                 "reactivation/reactivation_path_integration_kl", "reactivation/reactivation_path_integration_scaled_input",
+                 "spiking/spiking_agreement"):
         for ext in ("png", "pdf"):
             assert (results / "figures" / f"{name}.{ext}").stat().st_size > 1000
 

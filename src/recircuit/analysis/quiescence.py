@@ -16,6 +16,9 @@ Conditions (a fixed list, so files of different runs combine; a condition that d
   (or as ``offline_noise`` when the spec is noise-free).
 - ``uniform``: no network; positions uniform in the arena, headings uniform on the ring (the analytic baseline).
 
+The file also holds the scaled-input test of the trained circuit (`recircuit.analysis.scaled_input`): awake, with
+its training noise, integrating the self-motion of longer held-out trials times each of `reactivation.input_scales`.
+
 The noise of a network condition follows the spec's `network.noise.distribution`: zero-mean Gaussian with per-step
 SD ``sd * sqrt(dt/tau)`` (gaussian), or ``sd * U[0, 1)`` per step (reference_uniform); all network conditions use the
 same noise seed (common random numbers).
@@ -37,6 +40,8 @@ from recircuit.learning.evaluate import unit_coords
 from recircuit.learning.train import device_description, resolve_device
 from recircuit.results import label, provenance, save_dataset, with_sweep_dims
 from recircuit.analysis.reactivation import QUIESCENCE_FILE, circular_output_variance, output_variance
+from recircuit.analysis.scaled_input import scaled_input_run
+from recircuit.analysis.scaled_input import variable_names as scaled_input_names
 from recircuit.spec import CircuitSpec, with_section_overrides
 from recircuit.spec_sections.reactivation import ReactivationSpec
 
@@ -222,6 +227,17 @@ def quiesce(
         rates[i] = out_rates.cpu().numpy()
         noise_used[i] = sd
         simulated[i] = 1
+    scaled = None
+    if rs.input_scales:
+        log(
+            f"scaled-input test: {rs.input_scale_trials} trials x {rs.input_scale_steps} steps, self-motion input x "
+            + ", ".join(f"{f:g}" for f in rs.input_scales)
+            + ", training noise"
+        )
+        movement = task.move(
+            task.draw(rs.input_scale_trials, rs.input_scale_steps, torch.Generator(dev).manual_seed(spec.evaluation.seed))
+        )
+        scaled = scaled_input_run(model, movement, rs.input_scales, rs.seed)
     uniform_index = CONDITIONS.index("uniform")
     decoded[uniform_index, :, burn_in:] = uniform_states(
         spec.task, n, kept_steps, torch.Generator().manual_seed(rs.seed)
@@ -296,6 +312,22 @@ def quiesce(
             variance_units,
         ),
     }
+    if scaled is not None:
+        error_units = "cm" if kind == "path_integration" else "deg"
+        error_name, bias_name = scaled_input_names(kind)
+        data[error_name] = label(
+            xr.DataArray(scaled[0], dims=("input_scale", "scaled_input_time")),
+            "scaled-input test: mean decoding error over trials, trained circuit with its training noise, self-motion "
+            "input times input_scale, against the path of an agent moving input_scale times as fast",
+            error_units,
+        )
+        data[bias_name] = label(
+            xr.DataArray(scaled[1], dims=("input_scale", "scaled_input_time")),
+            "scaled-input test: mean signed decoding error over trials: "
+            + ("component away from the arena centre (outward > 0)" if kind == "path_integration"
+               else "wrapped heading difference (counter-clockwise > 0)"),
+            error_units,
+        )
     coords = {
         "condition": label(xr.DataArray(list(CONDITIONS), dims="condition"), "quiescent condition", "1"),
         "trial": label(xr.DataArray(np.arange(n), dims="trial"), "quiescent trial", "1"),
@@ -316,6 +348,15 @@ def quiesce(
         ),
         **unit_coords(model.n_exc, model.n_inh, model.dale),
     }
+    if scaled is not None:
+        coords["input_scale"] = label(
+            xr.DataArray(list(rs.input_scales), dims="input_scale"), "factor on the self-motion input", "1"
+        )
+        coords["scaled_input_time"] = label(
+            xr.DataArray((1 + np.arange(rs.input_scale_steps)) * dt, dims="scaled_input_time"),
+            "time since the start of a scaled-input trial",
+            "s",
+        )
     if kind == "path_integration":
         coords["space"] = label(xr.DataArray(["x", "y"], dims="space"), "spatial axis", "1")
     meta = model.meta

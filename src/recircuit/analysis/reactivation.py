@@ -44,6 +44,7 @@ import numpy as np
 import xarray as xr
 from scipy.stats import binomtest, gaussian_kde
 
+from recircuit.analysis.scaled_input import variable_names as scaled_input_names
 from recircuit.learning.evaluate import WAKING_FILE
 from recircuit.results import SWEEP_DIMS, label, open_dataset, provenance, save_dataset, with_sweep_dims
 from recircuit.spec import spec_from_json, with_section_overrides
@@ -464,6 +465,24 @@ def row_own_waking(ds: xr.Dataset, quiescent: str) -> str:
     return own_waking(run, condition, [str(w) for w in ds["waking"].values])
 
 
+def scaled_input_by_run(
+    quiet: Mapping[str, xr.Dataset], labels: Sequence[str], dim: str, kind: str
+) -> dict[str, xr.DataArray]:
+    """Each run's scaled-input test (from its quiescence.nc) stacked along ``dim`` in the order of ``labels``; NaN
+    for factors or steps a run lacks, or a run whose file predates the test; empty when no run has it."""
+    names = scaled_input_names(kind)
+    with_test = [lbl for lbl in labels if names[0] in quiet[lbl]]
+    if not with_test:
+        return {}
+    stacked = {}
+    for name in names:
+        template = quiet[with_test[0]][name]
+        arrays = [(quiet[lbl][name] if lbl in with_test else xr.full_like(template, np.nan)).reset_coords(drop=True)
+                  for lbl in labels]
+        stacked[name] = xr.concat(arrays, dim=dim, join="outer").assign_coords({dim: list(labels)})
+    return stacked
+
+
 def windowed(trajectories: np.ndarray, window: int, n_windows: int, measure) -> np.ndarray:
     """``measure`` of decoded outputs (trials, time, d) in each of ``n_windows`` consecutive windows of ``window``
     steps, (n_windows,); NaN for windows past the end or holding any NaN."""
@@ -686,6 +705,7 @@ def reactivation_dataset(
             "1",
         ),
     }
+    data.update(scaled_input_by_run(quiet, labels, w_dim, kind))
     if circular:
         centres = 0.5 * (edges[1:] + edges[:-1])
         no_flow = np.full_like(centres, np.nan)  # the uniform baseline is no network

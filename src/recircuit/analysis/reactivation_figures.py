@@ -16,10 +16,12 @@ import numpy as np
 import xarray as xr
 from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullLocator
 
 from recircuit.analysis.reactivation import row_own_waking
 from recircuit.analysis.reactivation_report import SIGNIFICANCE
+from recircuit.analysis.scaled_input import TAIL_FRACTION, tail_mean
+from recircuit.analysis.scaled_input import variable_names as scaled_input_names
 from recircuit.figures import save_figure
 from recircuit.results import open_dataset
 from recircuit.spec_sections.reactivation import ReactivationSpec
@@ -339,6 +341,53 @@ def _label_axes(ax, xlabel: str, ylabel: str) -> None:
     ax.tick_params(labelsize=7)
 
 
+def scaled_input_figures(ds: xr.Dataset, out_dir: Path) -> list[Path]:
+    """The scaled-input test: decoding error (top) and its signed part (bottom: outward, or counter-clockwise) at
+    the end of awake trials whose self-motion input is scaled by each factor, one panel per run, one line per seed.
+    A circuit that integrates slow motion as well as waking motion draws flat lines; one that drifts when its input
+    stops draws a rising error toward factor 0."""
+    paths: list[Path] = []
+    for kind in ("path_integration", "head_direction"):
+        paths += _scaled_input_figures(ds, out_dir, kind)
+    return paths
+
+
+def _scaled_input_figures(ds: xr.Dataset, out_dir: Path, kind: str) -> list[Path]:
+    error_name, bias_name = scaled_input_names(kind)
+    signed = "outward" if kind == "path_integration" else "counter-clockwise"
+    paths: list[Path] = []
+    for name, sub in _selections(ds, error_name):
+        error = tail_mean(sub[error_name]).transpose("seed", "waking", "input_scale")
+        bias = tail_mean(sub[bias_name]).transpose("seed", "waking", "input_scale")
+        runs = [w for w in sub["waking"].values if np.isfinite(error.sel(waking=w).values).any()]
+        scales = sub["input_scale"].values.astype(float)
+        keep = np.isfinite(error.values).any(axis=(0, 1))  # factors of this circuit (a summary joins every circuit's)
+        error, bias, scales = error.isel(input_scale=keep), bias.isel(input_scale=keep), scales[keep]
+        positive = scales[scales > 0]
+        units = sub[error_name].attrs.get("units", "")
+        fig = Figure(figsize=(3.4 * len(runs), 5.0), layout="constrained")
+        axes = np.atleast_2d(fig.subplots(2, len(runs), sharex=True, squeeze=False))
+        for column, run in enumerate(runs):
+            for row, (values, ylabel) in enumerate(((error, f"error ({units})"), (bias, f"{signed} error ({units})"))):
+                ax = axes[row, column]
+                for seed in values["seed"].values:
+                    ax.plot(scales, values.sel(waking=run, seed=seed).values, marker=".", linewidth=1,
+                            label=f"seed {seed}")
+                ax.set_xscale("symlog", linthresh=float(positive.min()) if positive.size else 1.0)
+                ax.set_xticks(scales, [f"{f:g}" for f in scales])
+                ax.xaxis.set_minor_locator(NullLocator())
+                if row == 1:
+                    ax.axhline(0.0, color="k", linewidth=0.6)
+                _label_axes(ax, "factor on the self-motion input" if row == 1 else "", ylabel)
+            axes[0, column].set_title(f"awake: {run}", fontsize=9)
+        axes[0, 0].legend(fontsize=6)
+        seconds = float(sub[error_name].dropna("scaled_input_time", how="all")["scaled_input_time"].values[-1])
+        fig.suptitle(f"{name}: self-motion input scaled toward zero, training noise on "
+                     f"(mean over the last {TAIL_FRACTION:.0%} of {seconds:g} s)")
+        paths += save_figure(fig, out_dir, f"reactivation_{name}_scaled_input")
+    return paths
+
+
 # ------------------------------------------------------------------------------------------------- time course
 def time_course_figures(ds: xr.Dataset, out_dir: Path) -> list[Path]:
     """Coverage of waking-visited bins (and for headings the mean resultant length) in windows of offline time from
@@ -450,7 +499,7 @@ def make_reactivation_figures(summary_dir: Path, out_dir: Path) -> list[Path]:
     for path in files:
         ds = open_dataset(path)
         for make in (occupancy_figures, kl_matrix_figures, dynamics_figures, heading_figures, drift_figures,
-                     radial_figures, time_course_figures):
+                     radial_figures, scaled_input_figures, time_course_figures):
             paths += make(ds, out_dir)
     for path in sorted(summary_dir.glob("*quiescence*.nc")):
         paths += trajectory_figures(open_dataset(path), out_dir)

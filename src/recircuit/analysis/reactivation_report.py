@@ -15,6 +15,8 @@ import numpy as np
 import xarray as xr
 
 from recircuit.analysis.reactivation import row_own_waking
+from recircuit.analysis.scaled_input import tail_mean
+from recircuit.analysis.scaled_input import variable_names as scaled_input_names
 from recircuit.claims import claim_row, claims_table
 
 MAX_RESULTANT_LENGTH = 0.1  # "near-uniform offline headings"
@@ -171,6 +173,28 @@ def mixing_rows(ds: xr.Dataset) -> list[tuple[str, str, float]]:
     return rows
 
 
+def scaled_input_rows(ds: xr.Dataset) -> list[tuple[str, str, str, list[tuple[float, float, float]]]]:
+    """(circuit, waking run, units, [(factor, error, signed error)]) of the scaled-input test: medians over seeds of
+    the mean over the last tenth of the trials. Runs without the test are left out."""
+    rows = []
+    for circuit in ds["circuit"].values:
+        one = _one_circuit(ds, circuit)
+        error_name, bias_name = scaled_input_names(_task(one))
+        if error_name not in one or not np.isfinite(one[error_name].values).any():
+            continue
+        error, bias = tail_mean(one[error_name]), tail_mean(one[bias_name])
+        for waking in one["waking"].values:
+            values = []
+            for scale in sorted(one["input_scale"].values, reverse=True):  # from waking speed down to standing still
+                e = error.sel(waking=waking, input_scale=scale).values.reshape(-1)
+                b = bias.sel(waking=waking, input_scale=scale).values.reshape(-1)
+                if np.isfinite(e).any():
+                    values.append((float(scale), float(np.nanmedian(e)), float(np.nanmedian(b))))
+            if values:
+                rows.append((str(circuit), str(waking), str(one[error_name].attrs.get("units", "")), values))
+    return rows
+
+
 def report(ds: xr.Dataset) -> str:
     """The rows of `report_rows` as a text table, then the windows measured and the rows of `mixing_rows`."""
     rows = report_rows(ds)
@@ -191,4 +215,13 @@ def report(ds: xr.Dataset) -> str:
         )
         for circuit in dict.fromkeys(c for c, _, _ in mixing):
             lines.append(f"  {circuit}: " + ", ".join(f"{q} {r:.2f}" for c, q, r in mixing if c == circuit))
+    scaled = scaled_input_rows(ds)
+    if scaled:
+        lines.append(
+            "awake with the self-motion input scaled by each factor (training noise on; decoding error over the last "
+            "tenth of the trials, median over seeds; in brackets its signed part: outward, or counter-clockwise):"
+        )
+        for circuit, waking, units, values in scaled:
+            lines.append(f"  {circuit} {waking}: " + ", ".join(f"x{f:g} {e:.1f} ({b:+.1f})" for f, e, b in values)
+                         + f" {units}")
     return "\n".join(lines)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from recircuit.spec_sections.base import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, StrictModel
 
@@ -53,6 +53,15 @@ class ReactivationSpec(StrictModel):
         description="offline time course: coverage (and for headings the mean resultant length) in consecutive "
         "windows of this many steps (at most duration_steps) from input removal, burn-in included",
     )
+    # --- the scaled-input test (awake, not quiescent): how the circuit integrates ever slower self-motion
+    input_scales: list[NonNegativeFloat] = Field(
+        [1.0, 0.3, 0.1, 0.03, 0.0],
+        description="scaled-input test: the trained circuit, with its training noise, integrates held-out self-motion "
+        "input multiplied by each factor (1 = waking speeds, 0 = awake and standing still: the input removed, the "
+        "training noise kept); empty = no test",
+    )
+    input_scale_steps: PositiveInt = Field(1000, description="scaled-input test: time steps per trial")
+    input_scale_trials: PositiveInt = Field(100, description="scaled-input test: trials (the same for every factor)")
 
     @model_validator(mode="after")
     def _burn_in_fits(self) -> ReactivationSpec:
@@ -73,6 +82,13 @@ class ReactivationSpec(StrictModel):
                 f"({self.burn_in_steps}) and smaller than duration_steps ({self.duration_steps})"
             )
         return self
+
+    @field_validator("input_scales")
+    @classmethod
+    def _distinct_scales(cls, scales: list[float]) -> list[float]:
+        if len(set(scales)) != len(scales):
+            raise ValueError(f"{scales} repeats a factor")
+        return scales
 
     def distribution_window(self) -> slice:
         """The quiescent steps (0 = the first after input removal) that the distribution metrics use."""
