@@ -37,7 +37,7 @@ import xarray as xr
 from recircuit.circuit.io import build_circuit, load_model
 from recircuit.circuit.network import EICircuit, Noise
 from recircuit.learning.evaluate import unit_coords
-from recircuit.learning.train import device_description, resolve_device
+from recircuit.learning.train import device_description, error_variable, resolve_device
 from recircuit.results import label, provenance, save_dataset, with_sweep_dims
 from recircuit.analysis.reactivation import QUIESCENCE_FILE, circular_output_variance, output_variance
 from recircuit.analysis.scaled_input import scaled_input_run
@@ -234,9 +234,8 @@ def quiesce(
             + ", ".join(f"{f:g}" for f in rs.input_scales)
             + ", training noise"
         )
-        movement = task.move(
-            task.draw(rs.input_scale_trials, rs.input_scale_steps, torch.Generator(dev).manual_seed(spec.evaluation.seed))
-        )
+        held_out = torch.Generator(dev).manual_seed(spec.evaluation.seed)
+        movement = task.move(task.draw(rs.input_scale_trials, rs.input_scale_steps, held_out))
         scaled = scaled_input_run(model, movement, rs.input_scales, rs.seed)
     uniform_index = CONDITIONS.index("uniform")
     decoded[uniform_index, :, burn_in:] = uniform_states(
@@ -313,7 +312,7 @@ def quiesce(
         ),
     }
     if scaled is not None:
-        error_units = "cm" if kind == "path_integration" else "deg"
+        error_units = error_variable(kind)[2]
         error_name, bias_name = scaled_input_names(kind)
         data[error_name] = label(
             xr.DataArray(scaled[0], dims=("input_scale", "scaled_input_time")),
