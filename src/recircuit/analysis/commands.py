@@ -72,8 +72,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register `quiesce` and `reactivation` on the `recircuit` subcommand parser."""
     p = sub.add_parser(
         "quiesce",
-        help="run a trained circuit with zero input and noise on (trained, offline-noise, untrained, uniform) "
-        "-> quiescence.nc",
+        help="run a trained circuit with zero input and noise on (trained, offline-noise, untrained, uniform), "
+        "and awake with its self-motion input scaled toward zero (reactivation.input_scales) -> quiescence.nc",
+        description="Quiesce a trained circuit: zero input, recurrent noise on, under each condition (the trained "
+        "circuit, the offline-noise control of a noise-free circuit, an untrained circuit, the uniform baseline); "
+        "then the scaled-input test: the trained circuit awake, with its training noise, on held-out self-motion "
+        "multiplied by each of reactivation.input_scales. Writes quiescence.nc.",
     )
     p.add_argument("run_dir", type=Path, help="run folder holding model.pt")
     p.add_argument("--out", type=Path, help="output file (default: RUN_DIR/quiescence.nc)")
