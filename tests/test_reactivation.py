@@ -333,6 +333,13 @@ def test_a_diverging_quiescence_names_its_condition_and_writes_nothing(tmp_path)
     with pytest.raises(QuiescenceDiverged, match=r"condition 'trained': quiescent rates became non-finite by step"):
         quiesce(run, device="cpu", log=lambda _: None)
     assert not (run / "quiescence.nc").exists()
+    # with the input scaled (awake, training noise) it explodes too: the scaled-input test says so
+    steady = ["reactivation.noise_mode=absolute", "reactivation.noise_sd=0.0001"]
+    awake_diverged = r"scaled-input test's rates became non-finite by step \d+ at input factor 1;"
+    with pytest.raises(QuiescenceDiverged, match=awake_diverged):
+        quiesce(run, device="cpu", overrides=["reactivation.duration_steps=2", "reactivation.burn_in_steps=1",
+                                              "reactivation.input_scale_steps=400", *steady], log=lambda _: None)
+    assert not (run / "quiescence.nc").exists()
 
 
 @pytest.fixture(scope="module")

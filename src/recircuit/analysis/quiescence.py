@@ -236,7 +236,10 @@ def quiesce(
         )
         held_out = torch.Generator(dev).manual_seed(spec.evaluation.seed)
         movement = task.move(task.draw(rs.input_scale_trials, rs.input_scale_steps, held_out))
-        scaled = scaled_input_run(model, movement, rs.input_scales, rs.seed)
+        try:
+            scaled = scaled_input_run(model, movement, rs.input_scales, rs.seed)
+        except FloatingPointError as diverged:
+            raise QuiescenceDiverged(f"{diverged}; no quiescence file written") from None
     uniform_index = CONDITIONS.index("uniform")
     decoded[uniform_index, :, burn_in:] = uniform_states(
         spec.task, n, kept_steps, torch.Generator().manual_seed(rs.seed)

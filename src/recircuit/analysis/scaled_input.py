@@ -8,7 +8,6 @@ slower agent on the same track. Every factor uses the same trials and the same n
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -66,11 +65,13 @@ def scaled_input_run(
             length = window.stop - window.start
             history = model.run(movement.inputs[:, window] * scale, rates, model.draw_noise(batch, length, generator))
             rates = history[:, -1]
+            if not torch.isfinite(rates).all():
+                raise FloatingPointError(
+                    f"the scaled-input test's rates became non-finite by step {window.stop} at input factor {scale:g}"
+                )
             decoded = task.decode(model.readout(history))
             errors[i, window] = task.error(decoded, true[:, window]).mean(0).cpu().numpy()
             biases[i, window] = error_bias(kind, decoded, true[:, window]).mean(0).cpu().numpy()
-        if not math.isfinite(float(errors[i, -1])):
-            raise FloatingPointError(f"the scaled-input run at factor {scale} became non-finite")
     return errors, biases
 
 
