@@ -20,7 +20,7 @@ from matplotlib.ticker import MaxNLocator, NullLocator
 
 from recircuit.analysis.reactivation import row_own_waking
 from recircuit.analysis.reactivation_report import SIGNIFICANCE
-from recircuit.analysis.scaled_input import TAIL_FRACTION, tail_mean
+from recircuit.analysis.scaled_input import SIGNED_PART, TAIL_FRACTION, tail_mean
 from recircuit.analysis.scaled_input import variable_names as scaled_input_names
 from recircuit.figures import save_figure
 from recircuit.results import open_dataset
@@ -354,7 +354,7 @@ def scaled_input_figures(ds: xr.Dataset, out_dir: Path) -> list[Path]:
 
 def _scaled_input_figures(ds: xr.Dataset, out_dir: Path, kind: str) -> list[Path]:
     error_name, bias_name = scaled_input_names(kind)
-    signed = "outward" if kind == "path_integration" else "counter-clockwise"
+    signed = SIGNED_PART[kind]
     paths: list[Path] = []
     for name, sub in _selections(ds, error_name):
         error = tail_mean(sub[error_name]).transpose("seed", "waking", "input_scale")

@@ -76,6 +76,7 @@ def scaled_input_run(
 
 
 TAIL_FRACTION = 0.1  # summaries read the last tenth of a scaled-input trial
+SIGNED_PART = {"path_integration": "outward", "head_direction": "counter-clockwise"}  # what `error_bias` measures
 
 
 def variable_names(kind: str) -> tuple[str, str]:
