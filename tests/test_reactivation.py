@@ -691,6 +691,29 @@ def test_reactivation_report_checks_the_unconstrained_pair_like_the_dale_pair():
     assert not any(claim.startswith("KL(noisy") for claim in rows)  # no Dale variants in this sweep
 
 
+def test_reactivation_report_checks_the_biased_circuit_against_its_noise_free_twin():
+    import xarray as xr
+
+    from recircuit.analysis.reactivation_report import report_rows
+
+    quiescent = ["noisy", "biased", "biased_noise_free", "biased_noise_free+offline_noise", "untrained", "uniform"]
+    waking = ["noisy", "biased", "biased_noise_free"]
+    kl = np.ones((1, 1, 3, len(quiescent), len(waking)))
+    q, w = quiescent.index, waking.index
+    kl[0, 0, :, q("biased"), w("biased")] = 1.2
+    kl[0, 0, :, q("biased"), w("noisy")] = 2.2
+    kl[0, 0, :, q("biased_noise_free"), w("biased")] = [1.3, 1.1, 1.25]  # noise helps in seeds 0 and 2 only
+    dims = ("circuit", "variant", "seed", "quiescent")
+    ds = xr.Dataset(
+        {"kl": (dims + ("waking",), kl), "position_variance": (dims, np.full((1, 1, 3, len(quiescent)), 0.01))},
+        coords={"circuit": ["pi"], "variant": ["all"], "seed": [0, 1, 2], "quiescent": quiescent, "waking": waking},
+    )
+    rows = {r["claim"]: (r["holds"], r["seeds"], r["value"], r["reference"]) for r in report_rows(ds)}
+    assert rows["KL(biased || biased awake) < KL(biased || noisy awake)"][:2] == (3, 3)
+    assert rows["KL(biased || biased awake) < KL(biased_noise_free || biased awake)"] == (2, 3, 1.2, 1.25)
+    assert rows["biased noise-free offline output variance < 0.001"][:2] == (0, 3)  # 0.01 m^2 is not still
+
+
 def test_reactivation_report_refuses_what_is_not_a_reactivation_summary(tmp_path, capsys):
     import xarray as xr
 

@@ -2,8 +2,8 @@
 
 Each check is an ordering or a threshold evaluated per circuit and seed; the report gives the values compared
 (median over seeds) and in how many seeds the claim holds. Quiescent rows and waking columns are the variants of
-the sweep (`noisy`, `noise_free`, `biased`, `unconstrained`, `unconstrained_noise_free`) plus the controls
-`untrained` and `uniform`; a check whose variants the sweep lacks is skipped.
+the sweep (`noisy`, `noise_free`, `biased`, `biased_noise_free`, `unconstrained`, `unconstrained_noise_free`) plus
+the controls `untrained` and `uniform`; a check whose variants the sweep lacks is skipped.
 """
 
 from __future__ import annotations
@@ -76,6 +76,10 @@ def checks(task: str) -> list[Check]:
         _noise_free_still(task, "noise_free", "noise-free"),
         Check("KL(biased || biased awake) < KL(biased || noisy awake)", ("kl",), ("biased",), ("biased", "noisy"),
               _kl("biased", "biased"), _kl("biased", "noisy")),
+        # the biased pair: what training noise adds to following the biased occupancy (without noise the circuit
+        # can follow it through a prior learned from the task alone)
+        _kl_order("biased", "biased_noise_free", "biased"),
+        _noise_free_still(task, "biased_noise_free", "biased noise-free"),
         _kl_order("unconstrained", "unconstrained_noise_free", "unconstrained"),
         _kl_order("unconstrained", "untrained", "unconstrained"),
         _coverage("unconstrained"),
