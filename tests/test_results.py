@@ -121,6 +121,19 @@ def test_string_labels_of_different_lengths_survive_a_saved_sweep(tmp_path):
     assert sorted(sweep.variant.values.tolist()) == ["noise_free_long_name", "noisy"]
 
 
+def test_combine_keeps_labels_worded_differently_and_refuses_different_units(tmp_path):
+    newer = job_dataset(1)
+    newer["error"].attrs["long_name"] = "decoding error, worded anew"
+    combined = combine([job_dataset(0), newer])
+    assert combined.error.attrs == {"long_name": "decoded position error", "units": "cm"}
+    check_labelled(combined)
+    files = [save_dataset(job_dataset(0), tmp_path / "a.nc"), save_dataset(job_dataset(1), tmp_path / "b.nc")]
+    in_metres = open_dataset(files[1])
+    in_metres["error"].attrs["units"] = "m"
+    with pytest.raises(ValueError, match=r"'error' has different units.*'cm' in .*a\.nc; 'm' in .*b\.nc"):
+        combine([open_dataset(files[0]), in_metres])
+
+
 def test_combine_of_nothing_is_an_error():
     with pytest.raises(ValueError, match="nothing to combine"):
         combine([])

@@ -12,7 +12,7 @@ import functools
 import json
 import os
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -133,7 +133,8 @@ def combine(datasets: Sequence[xr.Dataset]) -> xr.Dataset:
     """Combine per-job datasets along their length-1 sweep dimensions.
 
     Per-job attrs that differ (seed, spec JSON, device, time) are dropped; the specs are kept, one per job,
-    in the ``specs_json`` attr, keyed by circuit/variant/seed.
+    in the ``specs_json`` attr, keyed by circuit/variant/seed. Each variable keeps its units (which must agree) and
+    the first dataset's long_name.
     """
     if not datasets:
         raise ValueError("nothing to combine")
@@ -144,16 +145,38 @@ def combine(datasets: Sequence[xr.Dataset]) -> xr.Dataset:
             specs[key] = json.loads(ds.attrs["spec_json"])
     # data_vars="minimal": per-job variables already carry the sweep dims; "all" would broadcast every variable
     # along any dimension whose length differs between runs (e.g. `unit` for circuits of different sizes).
+    labels = _variable_labels(datasets)
     combined = xr.combine_by_coords(
         list(datasets), compat="no_conflicts", data_vars="minimal", coords="different", join="outer",
         combine_attrs="drop_conflicts",
     )
-    for variable in combined.variables.values():
+    for name, variable in combined.variables.items():
         variable.encoding = {}  # inherited encodings (e.g. a string width) would truncate longer labels on save
+        variable.attrs.update(labels.get(name, {}))
     for key in ("circuit", "variant", "seed", "spec_json", "created", "device"):
         combined.attrs.pop(key, None)
     combined.attrs["specs_json"] = json.dumps(specs, sort_keys=True)
     return combined
+
+
+def _variable_labels(datasets: Sequence[xr.Dataset]) -> dict[Hashable, dict[str, str]]:
+    """Each variable's ``units`` (which the datasets must agree on) and ``long_name`` (the first dataset's: files
+    written by different versions may word it differently, and combining would drop a wording that differs)."""
+    labels: dict[Hashable, dict[str, str]] = {}
+    units_by_source: dict[Hashable, dict[str, str]] = {}
+    for index, ds in enumerate(datasets):
+        source = str(ds.encoding.get("source", f"dataset {index}"))
+        for name, variable in ds.variables.items():
+            if "units" in variable.attrs:
+                units_by_source.setdefault(name, {}).setdefault(str(variable.attrs["units"]), source)
+            if "long_name" in variable.attrs:
+                labels.setdefault(name, {}).setdefault("long_name", str(variable.attrs["long_name"]))
+    for name, units in units_by_source.items():
+        if len(units) > 1:
+            found = "; ".join(f"{unit!r} in {source}" for unit, source in units.items())
+            raise ValueError(f"variable {name!r} has different units in the files combined: {found}")
+        labels.setdefault(name, {})["units"] = next(iter(units))
+    return labels
 
 
 def collect(files: Iterable[str | Path], out: str | Path) -> Path:
