@@ -87,7 +87,7 @@ def test_overlay_retrains_a_sweep_elsewhere_with_its_change(tmp_path, overlay):
     result = snakemake(work, "-n", "-p", "--cores", "2", "--configfile", *configs)
     assert result.returncode == 0, result.stderr
     trains = [line for line in result.stdout.splitlines() if "recircuit train-ensemble" in line]
-    assert len(trains) == 11  # 2 tasks x 5 variants and the biased noise-free path integrators, 5 seeds each
+    assert len(trains) == 12  # 2 tasks x 6 variants, 5 seeds each
     for line in trains:
         assert every in line and "training.steps=4000" in line
         assert f"--out results_{overlay}/" in line
@@ -202,9 +202,9 @@ def test_twins_overlay_adds_a_twin_per_circuit_and_trains_nothing_new(tmp_path):
     both = snakemake(work, "-n", "-p", "--cores", "2", "--configfile", sweep, "workflows/config/twins.yaml")
     assert alone.returncode == 0 and both.returncode == 0, both.stderr
     trains = [{line for line in run.stdout.splitlines() if "recircuit train-ensemble" in line} for run in (alone, both)]
-    assert len(trains[0]) == 11 and trains[0] == trains[1]
+    assert len(trains[0]) == 12 and trains[0] == trains[1]
     spikes = [line for line in both.stdout.splitlines() if "recircuit spike " in line]
-    assert len(spikes) == 55  # (2 tasks x 5 variants + the biased noise-free path integrators) x 5 seeds
+    assert len(spikes) == 60  # 2 tasks x 6 variants x 5 seeds
     for line in spikes:
         assert "spiking.n_quiescent_trials=40" in line and "spiking.quiescent_steps=1000" in line
         assert "reactivation.distribution_steps=900" in line and " results/" in line
