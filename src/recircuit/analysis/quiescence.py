@@ -40,7 +40,7 @@ from recircuit.learning.evaluate import unit_coords
 from recircuit.learning.train import device_description, error_variable, resolve_device
 from recircuit.results import label, provenance, save_dataset, with_sweep_dims
 from recircuit.analysis.reactivation import QUIESCENCE_FILE, circular_output_variance, output_variance
-from recircuit.analysis.scaled_input import SIGNED_PART, scaled_input_run
+from recircuit.analysis.scaled_input import SIGNED_PART, SIGNED_QUANTITY, scaled_input_run
 from recircuit.analysis.scaled_input import variable_names as scaled_input_names
 from recircuit.spec import CircuitSpec, with_section_overrides
 from recircuit.spec_sections.reactivation import ReactivationSpec
@@ -326,7 +326,7 @@ def quiesce(
         data[bias_name] = label(
             xr.DataArray(scaled[1], dims=("input_scale", "scaled_input_time")),
             f"scaled-input test: mean signed decoding error over trials ({SIGNED_PART[kind]} > 0): "
-            + ("component away from the arena centre" if kind == "path_integration" else "wrapped heading difference"),
+            f"{SIGNED_QUANTITY[kind]}",
             error_units,
         )
     coords = {

@@ -76,7 +76,12 @@ def scaled_input_run(
 
 
 TAIL_FRACTION = 0.1  # summaries read the last tenth of a scaled-input trial
-SIGNED_PART = {"path_integration": "outward", "head_direction": "counter-clockwise"}  # what `error_bias` measures
+# what `error_bias` measures, by task: the sign's direction (for labels) and the quantity (for descriptions)
+SIGNED_PART = {"path_integration": "outward", "head_direction": "counter-clockwise"}
+SIGNED_QUANTITY = {
+    "path_integration": "component away from the arena centre",
+    "head_direction": "wrapped heading difference",
+}
 
 
 def variable_names(kind: str) -> tuple[str, str]:
