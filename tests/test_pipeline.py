@@ -74,6 +74,9 @@ OVERLAYS = {
     "noisy_neuron": ("spiking.membrane_noise_mV=10.0 spiking.lif_max_rate_hz=200.0", "", ""),
     "continuous_time": ("", "", "network.tau_ms=160.0"),
     "pause": ("", "task.pause_fraction=0.25 task.pause_steps=25", ""),
+    "reference_architecture": (
+        "'network.activation=\"relu\"' 'network.noise.distribution=\"reference_uniform\"'", "", ""
+    ),
 }
 
 
