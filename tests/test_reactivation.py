@@ -313,6 +313,20 @@ def test_quiescence_draws_the_spec_noise_distribution():
         assert torch.equal(decoded, expected), distribution
 
 
+def test_quiescence_says_that_scaled_reference_noise_changes_its_mean(tmp_path):
+    """reference_uniform noise has a mean (width / 2 per step): scaled offline, its log line gives the offline mean
+    beside the one the circuit was trained with."""
+    spec = tiny_spec(extra=["network.noise.distribution=reference_uniform", "network.noise.recurrent_sd=0.02"])
+    run = tmp_path / "uniform" / "seed0"
+    save_model(run / "model.pt", build_circuit(spec)[0], circuit="path_integration", variant="uniform", seed=0)
+    evaluate(run, device="cpu")
+    lines: list[str] = []
+    quiesce(run, device="cpu", overrides=["reactivation.noise_scale=2", "reactivation.input_scales=[]"],
+            log=lines.append)
+    trained = next(line for line in lines if line.startswith("quiescence trained:"))
+    assert "0.04 x U[0,1) per step (reference_uniform: mean 0.02 per step on every unit, 0.01 in training)" in trained
+
+
 def _saved_run(tmp: Path, name: str, extra: list[str], task: str = "path_integration", seed: int = 0) -> Path:
     """An untrained tiny circuit saved as a run folder (model.pt), evaluated and quiesced."""
     spec = tiny_spec(task, [*extra, f"training.seed={seed}"])

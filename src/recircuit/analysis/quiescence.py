@@ -62,8 +62,14 @@ class QuiescenceDiverged(RuntimeError):
 
 
 def _noise_words(spec, sd: float) -> str:
+    """The recurrent noise of SD/width ``sd`` in words, with its mean per step where it has one (reference_uniform;
+    the circuit was trained with the mean of its training width, so a different offline width changes its drive)."""
     if spec.network.noise.distribution == "reference_uniform":
-        return f"{sd:.4g} x U[0,1) per step (reference_uniform)"
+        trained_mean = spec.network.noise.recurrent_sd / 2
+        return (
+            f"{sd:.4g} x U[0,1) per step (reference_uniform: mean {sd / 2:.4g} per step on every unit, "
+            f"{trained_mean:.4g} in training)"
+        )
     return f"SD {sd:.4g} per sqrt(tau)"
 
 
