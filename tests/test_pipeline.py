@@ -169,6 +169,9 @@ def test_tiny_run_writes_labelled_finite_datasets(tiny_run):
     assert np.isfinite(ratio).all() and float(ratio.max()) > 0
     reactivation_report = (results / "summary/reactivation_report.txt").read_text()
     assert "KL(noisy || noisy awake) < KL(noise_free || noisy awake)" in reactivation_report
+    # the noisy circuit offline without its noise: what the offline flow owes to the noise
+    assert np.isfinite(kl.sel(quiescent="noisy+noise_off", waking="noisy"))
+    assert "KL(noisy || noisy awake) < KL(noisy+noise_off || noisy awake)" in reactivation_report
     assert "1/1 seeds" in reactivation_report or "0/1 seeds" in reactivation_report
     assert "  path_integration: noisy " in reactivation_report  # how far offline trajectories get from their starts
     assert float(reactivation["position_displacement"].sel(circuit="path_integration", seed=0, quiescent="noisy")) > 0

@@ -264,10 +264,11 @@ def test_noise_sd_per_condition_and_overrides():
     spec = tiny_spec()
     rs = spec.reactivation
     assert condition_noise_sd(rs, 0.01) == pytest.approx(
-        {"trained": 0.01 * 2**0.5, "offline_noise": None, "untrained": 0.01 * 2**0.5}
+        {"trained": 0.01 * 2**0.5, "offline_noise": None, "noise_off": 0.0, "untrained": 0.01 * 2**0.5}
     )
     free = condition_noise_sd(rs, 0.0)
     assert free["trained"] == 0 and free["offline_noise"] == pytest.approx(0.01 * 2**0.5)
+    assert free["noise_off"] is None  # a noise-free circuit's trained condition is already its run without noise
     same = with_reactivation_overrides(spec, ["reactivation.noise_mode=same"]).reactivation
     assert condition_noise_sd(same, 0.1)["trained"] == pytest.approx(0.1)
     absolute = with_reactivation_overrides(spec, ["reactivation.noise_mode=absolute", "reactivation.noise_sd=0.3"])
@@ -374,9 +375,12 @@ def test_quiescence_file_layout_and_waking_start(pi_runs, tmp_path):
     assert q.sizes["time"] == 50 and q.sizes["trial"] == 16
     assert q["time"].values[0] == pytest.approx(101 * 0.02)
     assert q["rates"].sizes["rate_time"] == 5 and q["rates"].sizes["rate_trial"] == 4
-    assert q["simulated"].values.ravel().tolist() == [1, 1, 1, 1]
-    noise = q["noise_sd"].values.ravel()
-    assert noise[0] == 0 and noise[1] == pytest.approx(0.01 * 2**0.5) and math.isnan(noise[3])
+    simulated = dict(zip(CONDITIONS, q["simulated"].values.ravel().tolist()))
+    assert simulated == {"trained": 1, "offline_noise": 1, "noise_off": 0, "untrained": 1, "uniform": 1}
+    noise = dict(zip(CONDITIONS, q["noise_sd"].values.ravel()))
+    assert noise["trained"] == 0 and noise["offline_noise"] == pytest.approx(0.01 * 2**0.5)
+    assert math.isnan(noise["uniform"]) and math.isnan(noise["noise_off"])
+    assert np.isnan(q["decoded_position"].sel(condition="noise_off").values).all()
     # the start of quiescent trial i is the start of held-out waking trial i: x_1 - dx_1 = x_0
     start = w["true_position"].isel(time=0) - w["displacement"].isel(time=0)
     np.testing.assert_allclose(
@@ -414,7 +418,9 @@ def test_reactivation_table_and_cli(pi_runs, tmp_path):
     code = main(["reactivation", *(f"--run={k}={v}" for k, v in runs.items()), "--out", str(out)])
     assert code == 0
     ds = open_dataset(out)
-    assert list(ds["quiescent"].values) == ["noisy", "noise_free", "noise_free+offline_noise", "untrained", "uniform"]
+    assert list(ds["quiescent"].values) == [
+        "noisy", "noisy+noise_off", "noise_free", "noise_free+offline_noise", "untrained", "uniform"
+    ]
     assert list(ds["waking"].values) == ["noisy", "noise_free"]
     assert ds["kl"].dims == ("circuit", "variant", "seed", "quiescent", "waking")
     assert ds["variant"].values.tolist() == ["all"]
@@ -453,12 +459,35 @@ def test_reactivation_table_and_cli(pi_runs, tmp_path):
     other = ds.assign_coords(seed=[1])
     other.attrs["seed"] = 1
     both = combine([ds, other])
-    assert both.sizes["seed"] == 2 and both["kl"].shape[-2:] == (5, 2)
+    assert both.sizes["seed"] == 2 and both["kl"].shape[-2:] == (6, 2)
 
     assert main(["reactivation", "--run", "noisy", "--out", str(out)]) == 2
     assert main(["reactivation", "--run", f"a={tmp_path / 'missing'}", "--out", str(out)]) == 2
     assert main(["quiesce", str(tmp_path / "missing")]) == 2
     assert main(["quiesce", str(runs["noisy"]), "--set", "reactivation.bogus=1"]) == 2
+
+
+def test_a_noisy_circuit_is_also_run_offline_without_noise(pi_runs, tmp_path):
+    """The noise_off condition: the noisy circuit offline with no noise at all, the same whatever the noise seed,
+    compared with its own waking run as the noisy row is; a quiescence.nc written before it existed still reads."""
+    run, reseeded = pi_runs["noisy"], tmp_path / "reseeded.nc"
+    q = open_dataset(run / "quiescence.nc")
+    assert q["noise_sd"].sel(condition="noise_off").item() == 0 and q["simulated"].sel(condition="noise_off") == 1
+    quiesce(run, reseeded, overrides=["reactivation.seed=5"], device="cpu", log=lambda _: None)
+    again = open_dataset(reseeded)
+    off, noisy = (q["decoded_position"].sel(condition=c).values for c in ("noise_off", "trained"))
+    np.testing.assert_array_equal(again["decoded_position"].sel(condition="noise_off").values, off)
+    assert not np.array_equal(again["decoded_position"].sel(condition="trained").values, noisy)
+    assert np.abs(off - noisy).max() > 1e-3  # the noise moves the trained condition away from the noise-free flow
+    waking = open_dataset(run / "waking.nc")
+    table = R.reactivation_dataset({"noisy": (waking, q)})
+    assert str(table["quiescent_condition"].sel(quiescent="noisy+noise_off").item()) == "noise_off"
+    assert R.row_own_waking(table, "noisy+noise_off") == "noisy"
+    assert np.isfinite(table["kl"].sel(quiescent="noisy+noise_off").values).all()
+    assert np.isfinite(table["pca_fraction"].sel(quiescent="noisy+noise_off").values).all()  # its own network
+    older = R.reactivation_dataset({"noisy": (waking, q.drop_sel(condition="noise_off"))})
+    assert list(older["quiescent"].values) == ["noisy", "untrained", "uniform"]
+    np.testing.assert_array_equal(older["kl"].sel(quiescent="noisy").values, table["kl"].sel(quiescent="noisy").values)
 
 
 def test_distribution_and_variance_windows_are_the_reference_protocol(pi_runs, tmp_path):
@@ -514,7 +543,8 @@ def test_reactivation_head_direction(tmp_path):
     }
     loaded = {k: (open_dataset(v / "waking.nc"), open_dataset(v / "quiescence.nc")) for k, v in runs.items()}
     ds = R.reactivation_dataset(loaded)
-    assert list(ds["quiescent"].values) == ["noisy", "biased", "untrained", "uniform"]
+    assert list(ds["quiescent"].values) == ["noisy", "noisy+noise_off", "biased", "biased+noise_off", "untrained",
+                                            "uniform"]
     names = ("kl", "mean_resultant_length", "angular_velocity", "heading_variance", "heading_step", "heading_occupancy")
     for name in names:
         assert np.isfinite(ds[name].values).all(), name
@@ -523,7 +553,11 @@ def test_reactivation_head_direction(tmp_path):
     assert course.sel(quiescent="noisy")[-1].item() == pytest.approx(
         ds["mean_resultant_length"].sel(quiescent="noisy").item()
     )
-    assert ((ds["angular_velocity_sign_p"] >= 0) & (ds["angular_velocity_sign_p"] <= 1)).all()
+    sign_p = ds["angular_velocity_sign_p"].squeeze()
+    assert ((sign_p >= 0) & (sign_p <= 1)).sel(quiescent=["noisy", "biased", "untrained"]).all()
+    # without noise an untrained ring stands still: no trial turns either way, so the sign test is undefined
+    assert ds["angular_velocity"].sel(quiescent="noisy+noise_off").item() == 0 and np.isnan(sign_p.sel(
+        quiescent="noisy+noise_off").item())
     assert ((ds["heading_uniformity_p"] >= 0) & (ds["heading_uniformity_p"] <= 1)).all()
     assert np.isfinite(ds["heading_drift"].sel(quiescent="noisy").values).any()
     assert np.isnan(ds["heading_drift"].sel(quiescent="uniform").values).all()  # no network, no flow
@@ -584,7 +618,7 @@ def test_trained_noisy_and_noise_free_end_to_end(tmp_path):
         runs[name] = run
     out = R.compute_reactivation(runs, tmp_path / "reactivation.nc")
     ds = open_dataset(out)
-    assert ds.sizes["quiescent"] == 5 and ds.sizes["waking"] == 2
+    assert ds.sizes["quiescent"] == 6 and ds.sizes["waking"] == 2
     for name in ("kl", "coverage", "position_variance", "position_step", "mean_radius"):
         assert np.isfinite(ds[name].values).all(), name
     assert np.isfinite(ds["pca_fraction"].sel(quiescent=["noisy", "noise_free+offline_noise"]).values).all()

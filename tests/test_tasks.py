@@ -129,7 +129,7 @@ def test_drift_to_center_reduces_mean_distance_to_centre():
 
 
 def test_pauses_have_the_asked_fraction_and_mean_length():
-    from recircuit.tasks.path_integration import pauses
+    from recircuit.tasks.base import pauses
 
     still = pauses(torch.rand(4000, 500, generator=torch.Generator().manual_seed(0)), 0.25, 25.0)
     assert still.float().mean().item() == pytest.approx(0.25, abs=0.01)
@@ -149,6 +149,22 @@ def test_a_pausing_agent_stands_still_and_trials_without_pauses_keep_their_draws
     assert (sample(path_task(pause_fraction=0.25), 8, 20, seed=4).initial_state == plain.initial_state).all()
     with pytest.raises(ValueError, match="pause_fraction"):
         PathIntegrationTask(pause_fraction=0.9, pause_steps=2)
+
+
+def test_a_pausing_head_stands_still_and_the_input_still_integrates_to_the_heading():
+    for turn_bias in ("none", "counter_clockwise"):
+        turns = sample(hd_task(pause_fraction=0.3, pause_steps=10, turn_bias=turn_bias), 400, 100, seed=3)
+        still = turns.inputs[..., 0] == 0
+        assert still.float().mean().item() == pytest.approx(0.3, abs=0.02)
+        integrated = turns.initial_state[:, None] + torch.cumsum(turns.inputs, dim=1)
+        assert wrap_angle(integrated - turns.states).abs().max().item() < 1e-4
+    plain, default = sample(hd_task(pause_fraction=0.0), 8, 20, seed=4), sample(hd_task(), 8, 20, seed=4)
+    assert torch.equal(plain.inputs, default.inputs)
+    paused = sample(hd_task(pause_fraction=0.3), 8, 20, seed=4)
+    moving = paused.inputs != 0
+    assert torch.equal(paused.inputs[moving], plain.inputs[moving])  # the pauses only stop turns already drawn
+    with pytest.raises(ValueError, match="pause_fraction"):
+        HeadDirectionTask(pause_fraction=0.9, pause_steps=2)
 
 
 def sorscher_walk(position, heading, lengths, turns, half, border, drift=0.0):

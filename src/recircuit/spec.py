@@ -62,6 +62,20 @@ class InputGain(StrictModel):
     segments: PositiveInt = Field(1, description="independent gains per trial, over equal time segments")
 
 
+PauseFraction = Annotated[float, Field(ge=0, lt=1)]
+PauseSteps = Annotated[float, Field(ge=1)]
+PAUSE_STEPS_DESCRIPTION = "mean length of a pause, time steps"
+
+
+def check_pauses(fraction: float, mean_steps: float) -> None:
+    """A two-state chain with pauses of ``mean_steps`` on average can be still at most mean/(mean+1) of the time."""
+    if fraction > mean_steps / (mean_steps + 1):
+        raise ValueError(
+            f"pause_fraction {fraction} needs pauses longer than pause_steps {mean_steps}: "
+            "at most pause_steps / (pause_steps + 1)"
+        )
+
+
 class PathIntegrationTask(StrictModel):
     """2-D path integration in a square arena (Sorscher motion model), input = displacement per step."""
 
@@ -77,24 +91,20 @@ class PathIntegrationTask(StrictModel):
     drift_to_center: Fraction = Field(
         0.0, description="fraction of the offset to the centre added to each step (biased occupancy)"
     )
-    pause_fraction: Annotated[float, Field(ge=0, lt=1)] = Field(
+    pause_fraction: PauseFraction = Field(
         0.0,
         description="fraction of the time the agent stands still (pauses of pause_steps on average, in a two-state "
         "Markov chain; drift_to_center goes on while it stands); 0: it never stops, as in the reference, so "
         "training never shows the circuit zero input",
     )
-    pause_steps: Annotated[float, Field(ge=1)] = Field(25.0, description="mean length of a pause, time steps")
+    pause_steps: PauseSteps = Field(25.0, description=PAUSE_STEPS_DESCRIPTION)
     input_gain: InputGain = InputGain()
     place_cells: PlaceCells = PlaceCells()
     decode_top_k: PositiveInt = Field(3, description="decoder: mean centre of the k most active outputs")
 
     @model_validator(mode="after")
     def _pauses_possible(self) -> PathIntegrationTask:
-        if self.pause_fraction > self.pause_steps / (self.pause_steps + 1):
-            raise ValueError(
-                f"pause_fraction {self.pause_fraction} needs pauses longer than pause_steps {self.pause_steps}: "
-                "at most pause_steps / (pause_steps + 1)"
-            )
+        check_pauses(self.pause_fraction, self.pause_steps)
         return self
 
 
@@ -113,9 +123,20 @@ class HeadDirectionTask(StrictModel):
     turn_bias: Literal["none", "counter_clockwise"] = Field(
         "none", description="counter_clockwise: every turn is |turn| (the biased variant)"
     )
+    pause_fraction: PauseFraction = Field(
+        0.0,
+        description="fraction of the time the head stands still: no turn (pauses of pause_steps on average, in a "
+        "two-state Markov chain); 0: it turns at every step, as in the reference",
+    )
+    pause_steps: PauseSteps = Field(25.0, description=PAUSE_STEPS_DESCRIPTION)
     input_gain: InputGain = InputGain()
     hd_cells: HeadDirectionCells = HeadDirectionCells()
     decode_top_k: PositiveInt = Field(3, description="decoder: circular mean of the k most active outputs")
+
+    @model_validator(mode="after")
+    def _pauses_possible(self) -> HeadDirectionTask:
+        check_pauses(self.pause_fraction, self.pause_steps)
+        return self
 
 
 TaskSpec = Annotated[PathIntegrationTask | HeadDirectionTask, Field(discriminator="kind")]

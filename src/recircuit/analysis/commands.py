@@ -89,7 +89,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "reactivation",
         help="KL matrix, coverage, variance, step size, PCA of several runs of one circuit and seed -> reactivation.nc",
         description="Reads waking.nc and quiescence.nc of each --run. Quiescent rows: each run's trained condition "
-        "(LABEL), LABEL+offline_noise for noise-free runs, and 'untrained' and 'uniform' from the first run; "
+        "(LABEL), LABEL+offline_noise for noise-free runs, LABEL+noise_off (the circuit offline without noise) for "
+        "noisy runs, and 'untrained' and 'uniform' from the first run; "
         "waking columns: the runs.",
     )
     p.add_argument(

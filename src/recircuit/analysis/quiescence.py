@@ -12,6 +12,8 @@ Conditions (a fixed list, so files of different runs combine; a condition that d
 - ``trained``: the trained circuit; offline SD from `reactivation.noise_mode` (same / scaled / absolute).
 - ``offline_noise``: only for circuits trained noise-free: the same circuit with `reactivation.noise_sd` standing
   in for the training SD (scaled mode: sqrt(2) x noise_sd, the reference's "quiescent_noisy" control).
+- ``noise_off``: only for circuits trained with noise: the same circuit offline without noise, so that the offline
+  flow can be told from what the noise adds (the reactivation account has the noise do the revisiting).
 - ``untrained``: a freshly initialised circuit of the same spec (training.seed weights), noise as ``trained``
   (or as ``offline_noise`` when the spec is noise-free).
 - ``uniform``: no network; positions uniform in the arena, headings uniform on the ring (the analytic baseline).
@@ -45,8 +47,8 @@ from recircuit.analysis.scaled_input import variable_names as scaled_input_names
 from recircuit.spec import CircuitSpec, with_section_overrides
 from recircuit.spec_sections.reactivation import ReactivationSpec
 
-CONDITIONS: tuple[str, ...] = ("trained", "offline_noise", "untrained", "uniform")
-NETWORK_CONDITIONS: tuple[str, ...] = ("trained", "offline_noise", "untrained")
+CONDITIONS: tuple[str, ...] = ("trained", "offline_noise", "noise_off", "untrained", "uniform")
+NETWORK_CONDITIONS: tuple[str, ...] = ("trained", "offline_noise", "noise_off", "untrained")
 CHUNK_STEPS = 100  # quiescent steps simulated per chunk (bounds memory: noise and rates of one chunk)
 COMPRESSION = {"zlib": True, "complevel": 4}
 
@@ -64,6 +66,8 @@ class QuiescenceDiverged(RuntimeError):
 def _noise_words(spec, sd: float) -> str:
     """The recurrent noise of SD/width ``sd`` in words, with its mean per step where it has one (reference_uniform;
     the circuit was trained with the mean of its training width, so a different offline width changes its drive)."""
+    if sd == 0:
+        return "none (deterministic)"
     if spec.network.noise.distribution == "reference_uniform":
         trained_mean = spec.network.noise.recurrent_sd / 2
         return (
@@ -87,6 +91,7 @@ def condition_noise_sd(rs: ReactivationSpec, training_sd: float) -> dict[str, fl
     return {
         "trained": offline(training_sd),
         "offline_noise": offline(rs.noise_sd) if noise_free else None,
+        "noise_off": None if noise_free else 0.0,
         "untrained": offline(rs.noise_sd if noise_free else training_sd),
     }
 
@@ -201,7 +206,7 @@ def quiesce(
     sds = condition_noise_sd(rs, training_sd)
     untrained, _ = build_circuit(spec, dev)
     untrained.eval()
-    circuits = {"trained": model, "offline_noise": model, "untrained": untrained}
+    circuits = {"trained": model, "offline_noise": model, "noise_off": model, "untrained": untrained}
 
     decoded = np.full((len(CONDITIONS), n, steps, state_dims), np.nan, dtype=np.float32)  # burn-in included
     rates = np.full((len(CONDITIONS), n_rates, n_rate_samples, model.n_units), np.nan, dtype=np.float32)

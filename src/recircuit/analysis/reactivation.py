@@ -451,10 +451,14 @@ def _in_window(
     return part
 
 
+SAME_NETWORK_CONDITIONS = ("trained", "offline_noise", "noise_off")  # quiescent conditions of the run's own circuit
+
+
 def own_waking(run: str, condition: str, wakings: Sequence[str]) -> str:
-    """The waking column a quiescent row is compared with on its own: its run's for the trained and offline-noise
-    conditions, else the first column (the untrained and uniform rows come from the first run)."""
-    return run if condition in ("trained", "offline_noise") and run in wakings else wakings[0]
+    """The waking column a quiescent row is compared with on its own: its run's for the conditions of its own
+    circuit (trained, offline noise, noise off), else the first column (the untrained and uniform rows come from the
+    first run)."""
+    return run if condition in SAME_NETWORK_CONDITIONS and run in wakings else wakings[0]
 
 
 def row_own_waking(ds: xr.Dataset, quiescent: str) -> str:
@@ -513,7 +517,8 @@ def reactivation_dataset(
     """The reactivation table of several runs of one circuit and seed: label -> (waking.nc, quiescence.nc).
 
     Quiescent rows: each run's trained condition (``label``), its offline-noise control (``label+offline_noise``)
-    where it applies, and the ``untrained`` and ``uniform`` conditions of the first run. Waking columns: the runs.
+    or its run without noise (``label+noise_off``) where they apply, and the ``untrained`` and ``uniform`` conditions
+    of the first run. Waking columns: the runs.
     ``reactivation`` defaults to the spec stored in the first run's quiescence.nc.
     """
     if not runs:
@@ -541,18 +546,21 @@ def reactivation_dataset(
     arena = float(quiet[first].attrs.get("arena_m", float("nan")))
     circular = kind == "head_direction"
 
-    # rows: every run's trained condition and offline-noise control, then the first run's baselines
-    plan = [row for lbl in labels for row in ((lbl, "trained", lbl), (lbl, "offline_noise", f"{lbl}+offline_noise"))]
-    plan += [(first, "untrained", "untrained"), (first, "uniform", "uniform")]
+    # rows: every run's trained condition and its controls, then the first run's baselines
+    own_rows = [(lbl, condition, lbl if condition == "trained" else f"{lbl}+{condition}")
+                for lbl in labels for condition in SAME_NETWORK_CONDITIONS]
+    plan = own_rows + [(first, "untrained", "untrained"), (first, "uniform", "uniform")]
     rows: list[_Row] = []
     for lbl, condition, row_label in plan:
+        if condition not in quiet[lbl]["condition"].values:  # a quiescence.nc written before the condition existed
+            continue
         qc = quiet[lbl].sel(condition=condition)
         if not int(qc["simulated"]):
             continue
         rates, waking_rates = _states(qc["rates"]), _states(waking[lbl]["rates"])
         decoded = _decoded(qc, kind)
         whole = np.concatenate([_burn_in_decoded(qc, kind, decoded), decoded], axis=1)
-        same_network = condition in ("trained", "offline_noise") and rates.size > 0 and waking_rates.size > 0
+        same_network = condition in SAME_NETWORK_CONDITIONS and rates.size > 0 and waking_rates.size > 0
         rows.append(
             _Row(
                 row_label,

@@ -3,7 +3,9 @@
 Each check is an ordering or a threshold evaluated per circuit and seed; the report gives the values compared
 (median over seeds) and in how many seeds the claim holds. Quiescent rows and waking columns are the variants of
 the sweep (`noisy`, `noise_free`, `biased`, `biased_noise_free`, `unconstrained`, `unconstrained_noise_free`) plus
-the controls `untrained` and `uniform`; a check whose variants the sweep lacks is skipped.
+the controls `untrained`, `uniform`, `<variant>+offline_noise` and `<variant>+noise_off`; a check whose rows the
+summary lacks is skipped. One check is the reactivation account's rather than the paper's: that the noisy circuit
+offline is closer to its waking occupancy with its offline noise than without it (`noisy+noise_off`).
 """
 
 from __future__ import annotations
@@ -72,6 +74,8 @@ def checks(task: str) -> list[Check]:
     found = [
         _kl_order("noisy", "noise_free", "noisy"),
         _kl_order("noisy", "untrained", "noisy"),
+        # not a claim of the paper but of its account: the noise, not the circuit's own flow, does the revisiting
+        _kl_order("noisy", "noisy+noise_off", "noisy"),
         _coverage("noisy"),
         _noise_free_still(task, "noise_free", "noise-free"),
         Check("KL(biased || biased awake) < KL(biased || noisy awake)", ("kl",), ("biased",), ("biased", "noisy"),

@@ -9,7 +9,6 @@ from typing import Protocol
 import torch
 
 
-
 @dataclass(frozen=True)
 class TrialBatch:
     """A batch of trajectories. Step t's input moves the agent from state t-1 to state t."""
@@ -101,3 +100,18 @@ def sample_gains(
     per_segment = 1.0 + epsilon * (2.0 * torch.rand(batch_size, segments, generator=generator, device=device) - 1.0)
     segment_of_step = torch.div(torch.arange(steps, device=device) * segments, steps, rounding_mode="floor")
     return per_segment[:, segment_of_step]
+
+
+def pauses(uniform: torch.Tensor, fraction: float, mean_steps: float) -> torch.Tensor:
+    """Steps at which the agent stands still (batch, time), bool: a two-state Markov chain driven by uniform draws
+    (batch, time), started in its stationary distribution, still a ``fraction`` of the time in pauses of
+    ``mean_steps`` steps on average (geometric lengths)."""
+    resume = 1.0 / mean_steps
+    stop = resume * fraction / (1.0 - fraction)
+    still = torch.empty_like(uniform, dtype=torch.bool)
+    state = uniform[:, 0] < fraction
+    still[:, 0] = state
+    for t in range(1, uniform.shape[1]):
+        state = torch.where(state, uniform[:, t] >= resume, uniform[:, t] < stop)
+        still[:, t] = state
+    return still

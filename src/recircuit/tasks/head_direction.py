@@ -7,7 +7,7 @@ import math
 import torch
 
 from recircuit.spec import HeadDirectionTask
-from recircuit.tasks.base import Movement, TrialBatch, sample_batch, sample_gains
+from recircuit.tasks.base import Movement, TrialBatch, pauses, sample_batch, sample_gains
 
 
 def wrap_angle(theta: torch.Tensor) -> torch.Tensor:
@@ -40,13 +40,17 @@ class HeadDirection:
             self.input_scale = spec.ar1_step_sd_rad / math.sqrt(1 - spec.ar1_momentum**2)
 
     def draw(self, batch_size: int, steps: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """All the randomness of a batch, in a fixed order: initial heading (rad), turn draws, gains."""
+        """All the randomness of a batch, in a fixed order: initial heading (rad), turn draws, gains, pauses."""
         s, dev = self.spec, self.device
         initial = (torch.rand(batch_size, generator=generator, device=dev) * 2 - 1) * math.pi
         sd = s.turn_sd_rad_per_s * s.dt_s if s.turn_model == "iid" else s.ar1_step_sd_rad
         turn_draws = torch.randn(batch_size, steps, generator=generator, device=dev) * sd
         gains = sample_gains(batch_size, steps, s.input_gain.epsilon, s.input_gain.segments, generator, dev)
-        return {"initial": initial, "turn_draws": turn_draws, "gains": gains}
+        draws = {"initial": initial, "turn_draws": turn_draws, "gains": gains}
+        if s.pause_fraction > 0:  # drawn last, so that trials without pauses keep the draws they always had
+            uniform = torch.rand(batch_size, steps, generator=generator, device=dev)
+            draws["still"] = pauses(uniform, s.pause_fraction, s.pause_steps)
+        return draws
 
     def increments(self, turn_draws: torch.Tensor) -> torch.Tensor:
         """Heading increments per step (B, T), rad: the iid draws, or the AR(1) series they drive."""
@@ -66,6 +70,8 @@ class HeadDirection:
         """Headings of ``draws``: inputs (increments times gains), headings, initial headings, gains."""
         initial, gains = draws["initial"], draws["gains"]
         turns = self.increments(draws["turn_draws"])
+        if "still" in draws:
+            turns = turns * ~draws["still"]
         headings = wrap_angle(initial[:, None] + torch.cumsum(turns, dim=1))
         return Movement((turns * gains)[..., None], headings[..., None], initial[:, None], gains)
 

@@ -7,22 +7,7 @@ import math
 import torch
 
 from recircuit.spec import PathIntegrationTask
-from recircuit.tasks.base import Movement, TrialBatch, sample_batch, sample_gains
-
-
-def pauses(uniform: torch.Tensor, fraction: float, mean_steps: float) -> torch.Tensor:
-    """Steps at which the agent stands still (batch, time), bool: a two-state Markov chain driven by uniform draws
-    (batch, time), started in its stationary distribution, still a ``fraction`` of the time in pauses of
-    ``mean_steps`` steps on average (geometric lengths)."""
-    resume = 1.0 / mean_steps
-    stop = resume * fraction / (1.0 - fraction)
-    still = torch.empty_like(uniform, dtype=torch.bool)
-    state = uniform[:, 0] < fraction
-    still[:, 0] = state
-    for t in range(1, uniform.shape[1]):
-        state = torch.where(state, uniform[:, t] >= resume, uniform[:, t] < stop)
-        still[:, t] = state
-    return still
+from recircuit.tasks.base import Movement, TrialBatch, pauses, sample_batch, sample_gains
 
 
 class PathIntegration:
