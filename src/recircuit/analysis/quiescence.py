@@ -41,14 +41,19 @@ from recircuit.circuit.network import EICircuit, Noise
 from recircuit.learning.evaluate import unit_coords
 from recircuit.learning.train import device_description, error_variable, resolve_device
 from recircuit.results import label, provenance, save_dataset, with_sweep_dims
-from recircuit.analysis.reactivation import QUIESCENCE_FILE, circular_output_variance, output_variance
+from recircuit.analysis.reactivation import (
+    CONDITIONS,
+    NETWORK_CONDITIONS,
+    QUIESCENCE_FILE,
+    SAME_NETWORK_CONDITIONS,
+    circular_output_variance,
+    output_variance,
+)
 from recircuit.analysis.scaled_input import SIGNED_PART, SIGNED_QUANTITY, scaled_input_run
 from recircuit.analysis.scaled_input import variable_names as scaled_input_names
 from recircuit.spec import CircuitSpec, with_section_overrides
 from recircuit.spec_sections.reactivation import ReactivationSpec
 
-CONDITIONS: tuple[str, ...] = ("trained", "offline_noise", "noise_off", "untrained", "uniform")
-NETWORK_CONDITIONS: tuple[str, ...] = ("trained", "offline_noise", "noise_off", "untrained")
 CHUNK_STEPS = 100  # quiescent steps simulated per chunk (bounds memory: noise and rates of one chunk)
 COMPRESSION = {"zlib": True, "complevel": 4}
 
@@ -206,7 +211,7 @@ def quiesce(
     sds = condition_noise_sd(rs, training_sd)
     untrained, _ = build_circuit(spec, dev)
     untrained.eval()
-    circuits = {"trained": model, "offline_noise": model, "noise_off": model, "untrained": untrained}
+    circuits = {**dict.fromkeys(SAME_NETWORK_CONDITIONS, model), "untrained": untrained}
 
     decoded = np.full((len(CONDITIONS), n, steps, state_dims), np.nan, dtype=np.float32)  # burn-in included
     rates = np.full((len(CONDITIONS), n_rates, n_rate_samples, model.n_units), np.nan, dtype=np.float32)

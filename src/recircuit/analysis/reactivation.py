@@ -52,6 +52,11 @@ from recircuit.spec_sections.reactivation import ReactivationSpec
 
 
 QUIESCENCE_FILE = "quiescence.nc"  # written by recircuit.analysis.quiescence, read here
+# its conditions, in file order: the run's own circuit (trained; the controls with noise only offline, or with none
+# offline), an untrained circuit, the analytic baseline
+SAME_NETWORK_CONDITIONS: tuple[str, ...] = ("trained", "offline_noise", "noise_off")
+NETWORK_CONDITIONS: tuple[str, ...] = (*SAME_NETWORK_CONDITIONS, "untrained")
+CONDITIONS: tuple[str, ...] = (*NETWORK_CONDITIONS, "uniform")
 
 REACTIVATION_FILE = "reactivation.nc"
 RATIO_CLIP = (1e-7, 1e7)
@@ -449,9 +454,6 @@ def _in_window(
             "again or choose a window inside"
         )
     return part
-
-
-SAME_NETWORK_CONDITIONS = ("trained", "offline_noise", "noise_off")  # quiescent conditions of the run's own circuit
 
 
 def own_waking(run: str, condition: str, wakings: Sequence[str]) -> str:

@@ -18,7 +18,7 @@ from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullLocator
 
-from recircuit.analysis.reactivation import row_own_waking
+from recircuit.analysis.reactivation import NETWORK_CONDITIONS, row_own_waking
 from recircuit.analysis.reactivation_report import SIGNIFICANCE
 from recircuit.analysis.scaled_input import SIGNED_PART, TAIL_FRACTION, tail_mean
 from recircuit.analysis.scaled_input import variable_names as scaled_input_names
@@ -451,7 +451,7 @@ def trajectory_figures(quiescence: xr.Dataset, out_dir: Path, n_trials: int = 3,
         var = present[0]
         circular = var == "decoded_heading"
         variants = list(sub["variant"].values) if "variant" in sub.dims else [None]
-        conditions = [c for c in ("trained", "offline_noise", "noise_off", "untrained") if c in sub["condition"].values]
+        conditions = [c for c in NETWORK_CONDITIONS if c in sub["condition"].values]
         fig = Figure(figsize=(3 * len(conditions), 3 * len(variants)), layout="constrained")
         axes = fig.subplots(len(variants), len(conditions), squeeze=False)
         drew = False
