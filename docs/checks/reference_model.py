@@ -147,10 +147,10 @@ def analyse(args) -> None:
     centres = runs["noisy"]["centres"]
     n_units = runs["noisy"].get("units", 512)
     result = {}
-    displacement, start, position = trajectories(np.random.default_rng(12345), 200, args.sequence_steps)
+    displacement, start, position = trajectories(np.random.default_rng(12345), args.trials, args.sequence_steps)
     displacement = torch.tensor(displacement, dtype=torch.float32)
     start_code = place_code(torch.tensor(start, dtype=torch.float32), centres)
-    offline_input = torch.zeros(200, args.offline_steps, 2)
+    offline_input = torch.zeros(args.trials, args.offline_steps, 2)
     generator = torch.Generator().manual_seed(7)
     awake, offline = {}, {}
     with torch.no_grad():
@@ -208,6 +208,7 @@ def main() -> None:
     a.add_argument("models", nargs=2, metavar="MODEL", help="the noisy network's model.pt, then the noise-free one's")
     a.add_argument("--out", required=True)
     a.add_argument("--offline-steps", type=int, default=1000)
+    a.add_argument("--trials", type=int, default=200, help="waking test trials, and offline starts")
     a.add_argument("--sequence-steps", type=int, default=100, help="length of the waking test trials")
     args = parser.parse_args()
     train(args) if args.command == "train" else analyse(args)
