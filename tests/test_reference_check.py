@@ -58,3 +58,6 @@ def test_it_trains_and_analyses_a_noisy_and_a_noise_free_network(reference, tmp_
             assert np.isfinite(mean) and 0 <= sd < 1
             assert 0 <= result[f"coverage_burn{burn_in}_{name}"] <= 1
     assert result["KL_uniform||noisy"] > 0
+    monkeypatch.setattr(sys, "argv", ["x", "analyse", str(tmp_path / "absent.pt"), models[1], "--out", str(out)])
+    with pytest.raises(SystemExit, match="absent.pt not found"):
+        reference.main()

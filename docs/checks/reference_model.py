@@ -143,6 +143,9 @@ def monte_carlo_kl(awake_kde, offline_kde, n: int, seed: int) -> float:
 
 def analyse(args) -> None:
     torch.set_num_threads(2)
+    missing = [path for path in args.models if not pathlib.Path(path).is_file()]
+    if missing:
+        raise SystemExit(f"analyse: {', '.join(missing)} not found (train the networks first)")
     runs = {name: torch.load(path) for name, path in zip(["noisy", "noise_free"], args.models)}
     centres = runs["noisy"]["centres"]
     n_units = runs["noisy"].get("units", 512)
