@@ -136,8 +136,7 @@ def train(args) -> None:
 def monte_carlo_kl(awake_kde, offline_kde, n: int, seed: int) -> float:
     """KL(offline || awake) in nat: mean log(q / p) over n samples of the offline KDE q, the ratio clipped to
     [1e-7, 1e7] as the reference does."""
-    np.random.seed(seed)  # gaussian_kde.resample draws from numpy's global generator
-    points = offline_kde.resample(n)
+    points = offline_kde.resample(n, seed=seed)
     return float(np.log((offline_kde.pdf(points) / awake_kde.pdf(points)).clip(1e-7, 1e7)).mean())
 
 
@@ -149,6 +148,7 @@ def analyse(args) -> None:
     runs = {name: torch.load(path) for name, path in zip(["noisy", "noise_free"], args.models)}
     centres = runs["noisy"]["centres"]
     n_units = runs["noisy"].get("units", 512)
+    offline_sd = runs["noisy"]["sigma"] * math.sqrt(2)  # the noisy network's training noise, raised as offline
     result = {}
     displacement, start, position = trajectories(np.random.default_rng(12345), args.trials, args.sequence_steps)
     displacement = torch.tensor(displacement, dtype=torch.float32)
@@ -168,10 +168,10 @@ def analyse(args) -> None:
                 offline["noisy_same"] = decode(network(offline_input, start_code, generator, sd), centres).numpy()
                 offline["noisy_noise_off"] = decode(network(offline_input, start_code, generator, 0.0), centres).numpy()
             else:  # the noise-free circuit given the noise only offline
-                outputs = network(offline_input, start_code, generator, math.sqrt(2) * 0.01)
+                outputs = network(offline_input, start_code, generator, offline_sd)
                 offline["noise_free+offline_noise"] = decode(outputs, centres).numpy()
-        untrained = seeded_network(99, n_units=n_units, noise_sd=0.01)
-        outputs = untrained(offline_input, start_code, generator, 0.01 * math.sqrt(2))
+        untrained = seeded_network(99, n_units=n_units)
+        outputs = untrained(offline_input, start_code, generator, offline_sd)
         offline["untrained"] = decode(outputs, centres).numpy()
     edges = np.linspace(-1.2, 1.2, 25)  # 0.1 m bins, 0.1 m beyond the walls
     awake_kde = {name: stats.gaussian_kde(points.reshape(-1, 2).T) for name, points in awake.items()}
@@ -183,15 +183,17 @@ def analyse(args) -> None:
             result[f"KL_burn{burn_in}[{name}||noisy]"] = (float(np.mean(kls)), float(np.std(kls)))
             offline_bins = np.histogram2d(*window.T, bins=[edges, edges])[0] > 0
             result[f"coverage_burn{burn_in}_{name}"] = float((offline_bins & awake_bins).sum() / awake_bins.sum())
-            result[f"centre_dist_{name}"] = float(np.linalg.norm(points[:, burn_in:], axis=-1).mean())
     uniform = np.random.default_rng(3).uniform(-ARENA_M / 2, ARENA_M / 2, (2, 20000))
     for name, kde in awake_kde.items():  # the joint uniform density over the arena, not the per-axis one
         result[f"KL_uniform||{name}"] = float(np.mean(np.log((1 / ARENA_M**2) / kde.pdf(uniform)).clip(-16, 16)))
     for name, points in offline.items():
+        result[f"centre_dist_{name}"] = float(np.linalg.norm(points[:, 100:], axis=-1).mean())  # steps 101-
         result[f"moved_{name}"] = float(np.sqrt(((points[:, -1] - points[:, 0]) ** 2).sum(-1).mean()))
     result["centre_dist_awake"] = float(np.linalg.norm(awake["noisy"], axis=-1).mean())
     print(json.dumps(result, indent=1))
-    pathlib.Path(args.out).write_text(json.dumps(result, indent=1))
+    out = pathlib.Path(args.out)
+    out.with_name(out.name + ".tmp").write_text(json.dumps(result, indent=1))
+    out.with_name(out.name + ".tmp").replace(out)
 
 
 def main() -> None:
