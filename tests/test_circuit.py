@@ -83,6 +83,27 @@ def test_unconstrained_control_has_free_signs_and_reads_all_units(make_spec):
     assert radius == pytest.approx(0.9, abs=1e-4)
 
 
+def test_fan_in_input_init_is_pytorchs_default_and_starts_a_much_weaker_drive(make_spec):
+    fan_in, task = tiny_circuit(make_spec, **{"network.input_init": "fan_in"})
+    unit_drive, _ = tiny_circuit(make_spec)
+    weights = fan_in.effective_weights()["input"]
+    bound = 1 / math.sqrt(weights.shape[1])
+    assert weights.abs().max() <= bound and weights.abs().max() > 0.8 * bound
+    assert (weights < 0).any() and (weights > 0).any()
+    inputs = trial_batch(task, batch=64, steps=20).inputs  # displacements, metres per step
+    drive_sd = {name: (inputs @ model.effective_weights()["input"].T).std().item()
+                for name, model in (("unit_drive", unit_drive), ("fan_in", fan_in))}
+    assert 0.7 < drive_sd["unit_drive"] < 1.4
+    assert 0.004 < drive_sd["fan_in"] < 0.02  # U(+-1/sqrt 2) weights on ~0.015 m steps: about 0.008
+
+
+def test_without_learned_bias_the_bias_is_zero_and_not_a_parameter(make_spec):
+    model, _ = tiny_circuit(make_spec, **{"network.learned_bias": False})
+    assert "bias" not in dict(model.named_parameters())
+    assert torch.equal(model.effective_weights()["bias"], torch.zeros(model.n_units))
+    assert "bias" in dict(tiny_circuit(make_spec)[0].named_parameters())
+
+
 # -------------------------------------------------------------------------------------------------- dynamics
 @pytest.mark.parametrize("placement", ["state", "drive"])
 def test_circuit_step_matches_the_written_formula(placement):

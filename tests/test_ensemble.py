@@ -44,6 +44,10 @@ def quiet(message):
         [["training.seed=9", "network.noise.placement=drive", "network.noise.input_sd=0.05",
           "network.initial_state=zeros"], ["training.seed=10", "network.noise.placement=drive",
                                            "network.initial_state=zeros"]],
+        # the reference's initialisation: no learned bias (a buffer, shared by the members) and PyTorch's input init
+        [["training.seed=13", "network.learned_bias=false", "network.input_init=fan_in"],
+         ["training.seed=14", "network.learned_bias=false", "network.input_init=fan_in",
+          "network.noise.recurrent_sd=0"]],
         # the reference code's uniform noise (recurrent and input), members differing in its width
         [["training.seed=11", "network.noise.distribution=reference_uniform", "network.noise.input_sd=0.02"],
          ["training.seed=12", "network.noise.distribution=reference_uniform", "network.noise.recurrent_sd=0.03"]],

@@ -77,6 +77,9 @@ OVERLAYS = {
     "reference_architecture": (
         "'network.activation=\"relu\"' 'network.noise.distribution=\"reference_uniform\"'", "", ""
     ),
+    "reference_init": (
+        "", "'network.input_init=\"fan_in\"' network.learned_bias=false network.spectral_radius=0.577", ""
+    ),
 }
 
 

@@ -38,11 +38,24 @@ def test_the_place_code_is_a_distribution_that_decodes_to_its_position(reference
     assert (reference.decode(code, centres) - positions).norm(dim=-1).max() < 0.1
 
 
+@pytest.mark.parametrize("noise, mean", [("uniform", 0.5), ("gaussian", 0.0)])
+def test_the_noise_law_sets_the_mean_a_silent_network_accumulates(reference, noise, mean):
+    network = reference.ReferenceRNN(n_units=64, n_cells=16, noise_sd=0.01, noise=noise)
+    with torch.no_grad():
+        for layer in (network.encoder, network.input, network.recurrent):
+            layer.weight.zero_()  # nothing but the leak and the noise: h_t -> (0.01 mean / 0.2) with no input
+        network.readout.weight.copy_(torch.eye(16, 64))
+        outputs = network(torch.zeros(50, 200, 2), torch.zeros(50, 16), torch.Generator().manual_seed(0))
+    # the stationary mean of h = 0.8 h + noise is 5 x the noise's mean: 0.025 for U[0,1), 0 for N(0, 1)
+    assert outputs[:, 100:].mean().item() == pytest.approx(5 * 0.01 * mean, abs=2e-3)
+
+
 @pytest.mark.slow
 def test_it_trains_and_analyses_a_noisy_and_a_noise_free_network(reference, tmp_path, monkeypatch):
     tiny = ["--units", "128", "--steps", "2", "--batch", "4", "--sequence-steps", "5"]
     for name, sd in (("noisy", "0.01"), ("noise_free", "0")):
-        monkeypatch.setattr(sys, "argv", ["x", "train", "--out", str(tmp_path / name), "--sd", sd, *tiny])
+        train = ["x", "train", "--out", str(tmp_path / name), "--sd", sd, "--noise", "gaussian", *tiny]
+        monkeypatch.setattr(sys, "argv", train)
         reference.main()
         assert (tmp_path / name / "model.pt").exists() and not (tmp_path / name / "model.pt.tmp").exists()
     out = tmp_path / "kl.json"
@@ -58,6 +71,7 @@ def test_it_trains_and_analyses_a_noisy_and_a_noise_free_network(reference, tmp_
             assert np.isfinite(mean) and 0 <= sd < 1
             assert 0 <= result[f"coverage_burn{burn_in}_{name}"] <= 1
     assert result["KL_uniform||noisy"] > 0
+    assert result["noise"] == "gaussian"
     monkeypatch.setattr(sys, "argv", ["x", "analyse", str(tmp_path / "absent.pt"), models[1], "--out", str(out)])
     with pytest.raises(SystemExit, match="absent.pt not found"):
         reference.main()

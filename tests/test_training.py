@@ -84,6 +84,18 @@ def test_nan_in_the_data_stops_training_naming_the_step(make_spec, tmp_path, mon
     assert not (out / "train.nc").exists()
 
 
+def test_a_circuit_without_learned_bias_trains_with_its_bias_held_at_zero(make_spec, tmp_path):
+    trained = {}
+    for learned in (True, False):
+        spec = make_spec("path_integration", {"training.steps": 5, "training.learning_rate": 0.03,
+                                              "network.learned_bias": learned})
+        train(spec, tmp_path / str(learned), circuit="tiny", log=quiet)
+        trained[learned] = load_model(tmp_path / str(learned))
+    assert trained[True].bias.abs().max() > 1e-3  # the bias does move when it is learned
+    assert torch.equal(trained[False].bias, torch.zeros(trained[False].n_units))
+    assert (trained[False].recurrent_raw - build_circuit(trained[False].spec)[0].recurrent_raw).abs().max() > 1e-3
+
+
 def test_huge_learning_rate_diverges_without_saving_a_model(make_spec, tmp_path):
     spec = make_spec("path_integration", {"training.learning_rate": 1000.0, "network.activation": "relu"})
     out = tmp_path / "run"

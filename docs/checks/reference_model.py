@@ -5,10 +5,11 @@ the model, training and offline KL of Krishna et al. (ICLR 2024) that shares no 
 the description in shared/research/reactivation.md (sections 1.2, 1.3, 2.1 and 3). If the library's circuits fail
 the paper's KL ordering and this model fails it too, the failure is not the library's. It is deliberately plain:
 ReLU units without biases, h_t = (1 - a) h_{t-1} + a relu(W h_{t-1} + W_in x_t) + sd U[0,1) (the reference code's
-uniform noise, not scaled by sqrt dt), a linear encoder of the start's place-cell code, 512 softmax place cells
-(0.2 m), MSE on that code, Adam at lr 1e-3, PyTorch's default initialisation; offline, zero input from the same
-starts as the waking test batch with the noise raised sqrt(2)-fold, positions decoded from the top 3 outputs,
-Gaussian KDEs on all points and KL(offline || awake) by Monte Carlo over 2500 offline samples.
+uniform noise, not scaled by sqrt dt; `--noise gaussian`: sd N(0, 1), zero mean), a linear encoder of the start's
+place-cell code, 512 softmax place cells (0.2 m), MSE on that code, Adam at lr 1e-3, PyTorch's default
+initialisation; offline, zero input from the same starts as the waking test batch with the noise raised
+sqrt(2)-fold, positions decoded from the top 3 outputs, Gaussian KDEs on all points and KL(offline || awake) by
+Monte Carlo over 2500 offline samples.
 
     python docs/checks/reference_model.py train --out DIR/noisy --seed 0            # 512 units: ~70 min, 1 core
     python docs/checks/reference_model.py train --out DIR/noise_free --seed 0 --sd 0
@@ -62,15 +63,19 @@ def trajectories(rng: np.random.Generator, batch: int, steps: int, drift_to_cent
 
 
 class ReferenceRNN(torch.nn.Module):
-    """The reference's leaky ReLU network without biases; noise sd x U[0,1) added to the state each step."""
+    """The reference's leaky ReLU network without biases; noise sd x U[0,1) (the reference code's) or sd x N(0, 1)
+    (noise="gaussian") added to the state each step."""
 
-    def __init__(self, n_units: int = 512, n_cells: int = 512, noise_sd: float = 0.0, alpha: float = 0.2):
+    def __init__(
+        self, n_units: int = 512, n_cells: int = 512, noise_sd: float = 0.0, alpha: float = 0.2, noise: str = "uniform"
+    ):
         super().__init__()
         self.encoder = torch.nn.Linear(n_cells, n_units, bias=False)
         self.input = torch.nn.Linear(2, n_units, bias=False)
         self.recurrent = torch.nn.Linear(n_units, n_units, bias=False)
         self.readout = torch.nn.Linear(n_units, n_cells, bias=False)
         self.noise_sd, self.alpha = noise_sd, alpha
+        self.draw = {"uniform": torch.rand, "gaussian": torch.randn}[noise]
 
     def forward(self, displacement, start_code, generator, noise_sd=None):
         """Place-cell outputs (batch, time, cells) for displacements (batch, time, 2) from the start's code."""
@@ -81,7 +86,7 @@ class ReferenceRNN(torch.nn.Module):
         for drive_t in drive:
             h = (1 - self.alpha) * h + self.alpha * torch.relu(self.recurrent(h) + drive_t)
             if noise_sd > 0:
-                h = h + noise_sd * torch.rand(h.shape, generator=generator)
+                h = h + noise_sd * self.draw(h.shape, generator=generator)
             states.append(h)
         return self.readout(torch.stack(states, 1))
 
@@ -108,7 +113,7 @@ def train(args) -> None:
     torch.set_num_threads(1)
     rng = np.random.default_rng(args.seed)
     centres = torch.tensor(rng.uniform(-ARENA_M / 2, ARENA_M / 2, (512, 2)), dtype=torch.float32)
-    network = seeded_network(args.seed, n_units=args.units, noise_sd=args.sd)
+    network = seeded_network(args.seed, n_units=args.units, noise_sd=args.sd, noise=args.noise)
     optimiser = torch.optim.Adam(network.parameters(), lr=args.lr)
     generator = torch.Generator().manual_seed(args.seed + 1000)
     out = pathlib.Path(args.out)
@@ -128,7 +133,8 @@ def train(args) -> None:
                 error_cm = 100 * (decode(outputs, centres) - position).norm(dim=-1).mean().item()
             elapsed_s = time.time() - started
             print(f"step {step} loss {loss.item():.3e} error {error_cm:.1f} cm  {elapsed_s:.0f} s", flush=True)
-    state = {"state": network.state_dict(), "centres": centres, "sigma": args.sd, "units": args.units}
+    state = {"state": network.state_dict(), "centres": centres, "sigma": args.sd, "units": args.units,
+             "noise": args.noise}
     torch.save(state, out / "model.pt.tmp")
     (out / "model.pt.tmp").replace(out / "model.pt")
 
@@ -149,7 +155,8 @@ def analyse(args) -> None:
     centres = runs["noisy"]["centres"]
     n_units = runs["noisy"].get("units", 512)
     offline_sd = runs["noisy"]["sigma"] * math.sqrt(2)  # the noisy network's training noise, raised as offline
-    result = {}
+    noise = runs["noisy"].get("noise", "uniform")  # its law, for every network offline
+    result = {"noise": noise}
     displacement, start, position = trajectories(np.random.default_rng(12345), args.trials, args.sequence_steps)
     displacement = torch.tensor(displacement, dtype=torch.float32)
     start_code = place_code(torch.tensor(start, dtype=torch.float32), centres)
@@ -158,7 +165,7 @@ def analyse(args) -> None:
     awake, offline = {}, {}
     with torch.no_grad():
         for name, run in runs.items():
-            network = ReferenceRNN(n_units=run.get("units", 512), noise_sd=run["sigma"])
+            network = ReferenceRNN(n_units=run.get("units", 512), noise_sd=run["sigma"], noise=noise)
             network.load_state_dict(run["state"])
             awake[name] = decode(network(displacement, start_code, generator), centres).numpy()
             sd = run["sigma"]
@@ -170,7 +177,7 @@ def analyse(args) -> None:
             else:  # the noise-free circuit given the noise only offline
                 outputs = network(offline_input, start_code, generator, offline_sd)
                 offline["noise_free+offline_noise"] = decode(outputs, centres).numpy()
-        untrained = seeded_network(99, n_units=n_units)
+        untrained = seeded_network(99, n_units=n_units, noise=noise)
         outputs = untrained(offline_input, start_code, generator, offline_sd)
         offline["untrained"] = decode(outputs, centres).numpy()
     edges = np.linspace(-1.2, 1.2, 25)  # 0.1 m bins, 0.1 m beyond the walls
@@ -203,6 +210,8 @@ def main() -> None:
     t.add_argument("--out", required=True)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--sd", type=float, default=0.01, help="training noise sd (the reference's sqrt(1e-4)); 0: none")
+    t.add_argument("--noise", choices=["uniform", "gaussian"], default="uniform",
+                   help="uniform: sd x U[0,1), the reference code's; gaussian: sd x N(0, 1), zero mean")
     t.add_argument("--units", type=int, default=512)
     t.add_argument("--steps", type=int, default=2500)
     t.add_argument("--batch", type=int, default=200)

@@ -43,8 +43,10 @@ class PlaceCells(StrictModel):
     layout_seed: NonNegativeInt = Field(0, description="seed of the uniform random cell centres (fixed per circuit)")
     code_gain: PositiveFloat = Field(
         1.0,
-        description="the code (a softmax over cells, summing to 1) times this gain; cross-entropy ignores it, "
-        "MSE needs it: at gain 1 the code peaks near 0.04 and Adam barely learns it (about 100 learns at 512 cells)",
+        description="the code (a softmax over cells, summing to 1) times this gain; cross-entropy ignores it. MSE "
+        "at gain 1 (the reference's): the code peaks near 0.04 and Adam barely learns it from network.input_init "
+        "unit_drive (about 100 learns at 512 cells), but learns it from input_init fan_in, the reference's "
+        "initialisation",
     )
 
 
@@ -203,7 +205,19 @@ class NetworkSpec(StrictModel):
     input_weights: Literal["free", "excitatory"] = Field(
         "free", description="sign of the input weights: free, or non-negative"
     )
+    input_init: Literal["unit_drive", "fan_in"] = Field(
+        "unit_drive",
+        description="initial input weights: unit_drive = N(0, 1 / (n_inputs rms(u)^2)), each unit's input drive W_in u "
+        "starting with SD 1 whatever the input's units; fan_in = U(-1/sqrt(n_inputs), 1/sqrt(n_inputs)) on the raw "
+        "inputs, PyTorch's nn.Linear default and the reference's (Krishna et al.): a drive near 0.01 on path "
+        "integration, whose displacements are about 0.015 m per step",
+    )
     zero_self_connections: bool = Field(True, description="no autapses")
+    learned_bias: bool = Field(
+        True,
+        description="a learned bias b on every unit's drive; false: b = 0, as in the reference's ReLU RNN (Krishna "
+        "et al.), so that with the input removed a unit is driven by the other units alone",
+    )
     initial_state: Literal["learned_encoder", "zeros"] = Field(
         "learned_encoder", description="h0 = phi(W_enc code(s0) + b_enc), or zeros"
     )

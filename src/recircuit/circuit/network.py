@@ -167,12 +167,19 @@ class EICircuit(nn.Module):
             recurrent *= net.spectral_radius / torch.linalg.eigvals(recurrent).abs().max()
             recurrent = recurrent.float()
             output = torch.randn(n_outputs, self.n_readout, generator=g) * (0.1 / math.sqrt(self.n_readout))
-        input_w = torch.randn(n, n_inputs, generator=g) / (input_scale * math.sqrt(n_inputs))
+        if net.input_init == "fan_in":
+            bound = 1 / math.sqrt(n_inputs)
+            input_w = torch.rand(n, n_inputs, generator=g) * (2 * bound) - bound
+        else:
+            input_w = torch.randn(n, n_inputs, generator=g) / (input_scale * math.sqrt(n_inputs))
         if net.input_weights == "excitatory":
             input_w = input_w.abs()
         self.recurrent_raw = nn.Parameter(recurrent)
         self.input_raw = nn.Parameter(input_w)
-        self.bias = nn.Parameter(torch.zeros(n))
+        if net.learned_bias:
+            self.bias = nn.Parameter(torch.zeros(n))
+        else:
+            self.register_buffer("bias", torch.zeros(n))
         self.output_raw = nn.Parameter(output)
         self.output_bias = nn.Parameter(torch.zeros(n_outputs))
         self.learned_initial_state = net.initial_state == "learned_encoder"

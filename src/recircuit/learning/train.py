@@ -202,10 +202,16 @@ def train(
         + (f", finite training set of {cfg.n_train_trajectories} trajectories" if train_set is not None else "")
         + (f", starting from the trained circuit {initialized_from}" if initialized_from and start == 0 else "")
     )
-    if cfg.loss == "mse" and task.kind == "path_integration" and spec.task.place_cells.code_gain == 1.0:
+    if (
+        cfg.loss == "mse"
+        and task.kind == "path_integration"
+        and spec.task.place_cells.code_gain == 1.0
+        and spec.network.input_init == "unit_drive"
+    ):
         log(
             "note: MSE on the place-cell code at task.place_cells.code_gain 1 (code peak about 0.04) learns slowly "
-            "or not at all with Adam; a gain near 100 learns (see the spec's description)"
+            "or not at all with Adam from network.input_init unit_drive; a gain near 100 learns, and so does "
+            "gain 1 from input_init fan_in (see the spec's descriptions)"
         )
     loss_buffer = torch.zeros(steps, device=device)
     norm_buffer = torch.zeros(steps, device=device)
