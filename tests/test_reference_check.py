@@ -75,3 +75,7 @@ def test_it_trains_and_analyses_a_noisy_and_a_noise_free_network(reference, tmp_
     monkeypatch.setattr(sys, "argv", ["x", "analyse", str(tmp_path / "absent.pt"), models[1], "--out", str(out)])
     with pytest.raises(SystemExit, match="absent.pt not found"):
         reference.main()
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    monkeypatch.setattr(sys, "argv", ["x", "analyse", str(tmp_path / "other.pt"), models[1], "--out", str(out)])
+    with pytest.raises(SystemExit, match="other.pt is not a model written by this script's train"):
+        reference.main()

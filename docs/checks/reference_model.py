@@ -151,7 +151,11 @@ def analyse(args) -> None:
     missing = [path for path in args.models if not pathlib.Path(path).is_file()]
     if missing:
         raise SystemExit(f"analyse: {', '.join(missing)} not found (train the networks first)")
-    runs = {name: torch.load(path) for name, path in zip(["noisy", "noise_free"], args.models)}
+    paths = dict(zip(["noisy", "noise_free"], args.models))
+    runs = {name: torch.load(path) for name, path in paths.items()}
+    for name, run in runs.items():
+        if not isinstance(run, dict) or not {"state", "centres", "sigma"} <= run.keys():
+            raise SystemExit(f"analyse: {paths[name]} is not a model written by this script's train")
     centres = runs["noisy"]["centres"]
     n_units = runs["noisy"].get("units", 512)
     offline_sd = runs["noisy"]["sigma"] * math.sqrt(2)  # the noisy network's training noise, raised as offline
@@ -165,10 +169,13 @@ def analyse(args) -> None:
     awake, offline = {}, {}
     with torch.no_grad():
         for name, run in runs.items():
-            network = ReferenceRNN(n_units=run.get("units", 512), noise_sd=run["sigma"], noise=noise)
-            network.load_state_dict(run["state"])
-            awake[name] = decode(network(displacement, start_code, generator), centres).numpy()
             sd = run["sigma"]
+            network = ReferenceRNN(n_units=run.get("units", 512), noise_sd=sd, noise=noise)
+            try:
+                network.load_state_dict(run["state"])
+            except RuntimeError as error:
+                raise SystemExit(f"analyse: {paths[name]} is not this script's network: {error}")
+            awake[name] = decode(network(displacement, start_code, generator), centres).numpy()
             offline[name] = decode(network(offline_input, start_code, generator, sd * math.sqrt(2)), centres).numpy()
             result[f"waking_error_cm_{name}"] = 100 * float(np.linalg.norm(awake[name] - position, axis=-1).mean())
             if sd > 0:  # the noisy circuit offline with its training noise, and with none
@@ -197,10 +204,12 @@ def analyse(args) -> None:
         result[f"centre_dist_{name}"] = float(np.linalg.norm(points[:, 100:], axis=-1).mean())  # steps 101-
         result[f"moved_{name}"] = float(np.sqrt(((points[:, -1] - points[:, 0]) ** 2).sum(-1).mean()))
     result["centre_dist_awake"] = float(np.linalg.norm(awake["noisy"], axis=-1).mean())
-    print(json.dumps(result, indent=1))
+    text = json.dumps(result, indent=1)
+    print(text)
     out = pathlib.Path(args.out)
-    out.with_name(out.name + ".tmp").write_text(json.dumps(result, indent=1))
-    out.with_name(out.name + ".tmp").replace(out)
+    partial = out.with_name(out.name + ".tmp")
+    partial.write_text(text)
+    partial.replace(out)
 
 
 def main() -> None:
